@@ -1,0 +1,284 @@
+"""The `pdd` command. Commands parse flags, call the core, and print; bad input is one line, never a traceback.
+
+    pdd teacher train --budget cpu --out teachers/cifar10.pt
+    pdd trial --method pdd --ipc 1 --pipc 50 --teacher teachers/cifar10.pt --budget cpu
+    pdd evaluate results/local/artifacts/<trial>/synthetic.pt
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pdd.config import DataConfig, EvalConfig, TeacherConfig, TrialConfig, format_validation_error
+from pdd.errors import PddError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Practical dataset distillation: DM + Deep-KKT, one trial locally or sweeps on Ray.")
+teacher_app = typer.Typer(no_args_is_help=True, help="Train or inspect the edge-model teacher.")
+app.add_typer(teacher_app, name="teacher")
+console = Console()
+
+
+class Budget(str, Enum):
+    smoke = "smoke"
+    cpu = "cpu"
+    paper = "paper"
+
+
+class RichReporter:
+    """One progress bar per phase (distillation, each evaluation model), with the latest losses."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def start(self, phase: str, total: int) -> None:
+        self.tasks[phase] = self.progress.add_task(phase, total=total, metrics="")
+
+    def update(self, phase: str, done: int, metrics: dict[str, float]) -> None:
+        shown = "  ".join(f"{k.removeprefix('loss_')} {v:.4g}" for k, v in metrics.items())
+        self.progress.update(self.tasks[phase], completed=done, metrics=shown)
+
+
+def progress_bars() -> Progress:
+    return Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"), console=console, transient=False)
+
+
+def parse_pipc(value: str | None) -> int | None | str:
+    """'all' means every training image of a class; returns the sentinel 'unset' when the flag is absent."""
+    if value is None:
+        return "unset"
+    if value == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise PddError(f"--pipc must be a positive integer or 'all', got {value!r}") from None
+
+
+def load_config_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise PddError(f"cannot read config file {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise PddError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise PddError(f"config file {path} must hold a mapping of config fields")
+    return loaded
+
+
+def merged(base: dict[str, Any], **flags: Any) -> dict[str, Any]:
+    """Flags the user gave override the config file; dotted keys reach nested sections."""
+    values = {k: (v.copy() if isinstance(v, dict) else v) for k, v in base.items()}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        target = values.setdefault(section, {}) if section else values
+        target[name] = value.value if isinstance(value, Enum) else value
+    return values
+
+
+@app.command()
+def trial(
+    method: Optional[str] = typer.Option(None, help="dm, dsv, pdd, random or blend"),
+    ipc: Optional[int] = typer.Option(None, help="synthetic images per class"),
+    pipc: Optional[str] = typer.Option(None, help="real images per class available, or 'all'"),
+    alpha: Optional[float] = typer.Option(None, help="L_stat weight (paper default by pipc)"),
+    gamma: Optional[float] = typer.Option(None, help="L_DM weight (paper default by ipc)"),
+    init: Optional[str] = typer.Option(None, help="noise or real (paper default by ipc)"),
+    budget: Optional[Budget] = typer.Option(None, help="iteration and epoch counts: smoke, cpu or paper"),
+    iterations: Optional[int] = typer.Option(None, help="distillation iterations (overrides the budget)"),
+    eval_epochs: Optional[int] = typer.Option(None, help="SAM epochs per evaluation model"),
+    eval_seeds: Optional[int] = typer.Option(None, help="number of evaluation models"),
+    seed: Optional[int] = typer.Option(None, help="distillation seed"),
+    subset_seed: Optional[int] = typer.Option(None, help="seed of the draw of T'"),
+    data: Optional[str] = typer.Option(None, help="cifar10, an ImageFolder dir or an archive of one [env PDD_DATA]"),
+    teacher: Optional[str] = typer.Option(
+        None, help="teacher checkpoint from `pdd teacher train`, or 'auto': the cached teacher for this data "
+                   "and budget, trained first if missing"),
+    dsv_set: Optional[str] = typer.Option(None, help="blend: a pre-extracted DSV set (.pt or PNG folder)"),
+    config: Optional[Path] = typer.Option(None, help="YAML file of TrialConfig fields; flags override it"),
+    results: Path = typer.Option(Path("results/local"), help="results directory (one Parquet file per trial)"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    force: bool = typer.Option(False, help="run again even if this trial's row is already stored"),
+) -> None:
+    """Distil one synthetic set and evaluate it; resumes if the same trial was interrupted."""
+    from pdd.trial import TrialOptions, run_trial
+
+    pipc_value = parse_pipc(pipc)
+    values = merged(load_config_file(config), method=method, ipc=ipc, alpha=alpha, gamma=gamma, init=init,
+                    budget=budget, iterations=iterations, seed=seed, subset_seed=subset_seed, dsv_set=dsv_set,
+                    **{"eval.epochs": eval_epochs, "eval.seeds": eval_seeds, "data.source": data})
+    if pipc_value != "unset":
+        values["pipc"] = pipc_value
+    cfg = TrialConfig.model_validate(values)
+    with progress_bars() as progress:
+        reporter = RichReporter(progress)
+        teacher_path = resolve_teacher(teacher, cfg, device, reporter)
+        row = run_trial(cfg, TrialOptions(results=results, teacher=teacher_path, device=device, force=force,
+                                          reporter=reporter))
+    print_row(row, results)
+    if row["status"] != "ok":
+        raise typer.Exit(1)
+
+
+def resolve_teacher(teacher: str | None, cfg: TrialConfig, device: str, reporter: RichReporter) -> Path | None:
+    from pdd.methods import METHODS
+
+    if teacher != "auto":
+        return None if teacher is None else Path(teacher)
+    if not METHODS[cfg.method].needs_teacher(cfg):
+        return None
+    from pdd.teacher import ensure_teacher
+    from pdd.trial import cached_dataset, resolve_device
+
+    teacher_cfg = TeacherConfig(budget=cfg.budget, data=cfg.data, model=cfg.model)
+    return ensure_teacher(teacher_cfg, cached_dataset(cfg.data.source), resolve_device(device), reporter)
+
+
+def print_row(row: dict[str, Any], results: Path) -> None:
+    table = Table(title=f"{row['method']}  {row['cell']}  ({row['budget']} budget)", show_header=False)
+    if row["status"] != "ok":
+        table.add_row("status", f"[red]failed[/red]: {row['reason']}")
+    else:
+        table.add_row("val accuracy", f"{row['val_mean']:.2f} ± {row['val_std']:.2f}  {_fmt(row['val_acc'])}")
+        table.add_row("test accuracy", f"{row['test_mean']:.2f} ± {row['test_std']:.2f}  {_fmt(row['test_acc'])}")
+        table.add_row("synthetic set", str(row["synthetic_path"]))
+    table.add_row("row", str(results / f"{row['trial_id']}.parquet"))
+    console.print(table)
+
+
+def _fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
+
+
+@app.command()
+def evaluate(
+    path: Path = typer.Argument(..., help="a synthetic set: .pt tensor file or a folder of PNGs per class"),
+    budget: Budget = typer.Option(Budget.cpu, help="evaluation epochs and seeds: smoke, cpu or paper"),
+    eval_epochs: Optional[int] = typer.Option(None, help="SAM epochs per evaluation model"),
+    eval_seeds: Optional[int] = typer.Option(None, help="number of evaluation models"),
+    data: Optional[str] = typer.Option(None, help="the dataset to score on [env PDD_DATA]"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+) -> None:
+    """Evaluate any synthetic set with the trial protocol (SAM training, val and test accuracy)."""
+    import statistics
+
+    from pdd.data import split_train_val
+    from pdd.evaluate import score
+    from pdd.models import ModelConfig
+    from pdd.synthetic import load_synthetic
+    from pdd.trial import cached_dataset, evaluation_splits, resolve_device
+
+    eval_cfg = EvalConfig.model_validate(merged({"budget": budget.value}, epochs=eval_epochs, seeds=eval_seeds))
+    data_cfg = DataConfig.model_validate(merged({}, source=data))
+    target = resolve_device(device)
+    dataset = cached_dataset(data_cfg.source)
+    images, labels = load_synthetic(path, (dataset.channels, dataset.image_size, dataset.image_size), dataset.classes)
+    if int(labels.max()) >= dataset.num_classes or int(labels.min()) < 0:
+        raise PddError(f"synthetic set {path} has labels outside 0..{dataset.num_classes - 1}")
+    split = split_train_val(dataset.train_labels, data_cfg.val_per_class, data_cfg.split_seed)
+    val, test = evaluation_splits(dataset, split.val_idx, eval_cfg.max_images, data_cfg.split_seed, target)
+    with progress_bars() as progress:
+        scored = score(images.to(target), labels.to(target), eval_cfg, ModelConfig(), dataset.num_classes,
+                       val, test, RichReporter(progress))
+    sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
+    console.print(f"{path}: val {statistics.fmean(scored.val):.2f} ± {sd(scored.val):.2f}, "
+                  f"test {statistics.fmean(scored.test):.2f} ± {sd(scored.test):.2f} "
+                  f"over {len(scored.seeds)} models ({budget.value} budget)")
+
+
+@teacher_app.command("train")
+def teacher_train(
+    out: Path = typer.Option(Path("teachers/teacher.pt"), help="where to save the checkpoint"),
+    budget: Budget = typer.Option(Budget.cpu, help="epochs: smoke, cpu or paper"),
+    epochs: Optional[int] = typer.Option(None, help="training epochs (overrides the budget)"),
+    weight_decay: Optional[float] = typer.Option(None, help="weight decay (sets the KKT multipliers' scale)"),
+    data: Optional[str] = typer.Option(None, help="cifar10, an ImageFolder dir or an archive of one [env PDD_DATA]"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+) -> None:
+    """Train the edge-model teacher on the train split (validation held out); resumes if interrupted."""
+    from pdd.hooks import DirStore
+    from pdd.teacher import save_teacher, train_teacher
+    from pdd.trial import cached_dataset, resolve_device
+
+    cfg = TeacherConfig.model_validate(merged({"budget": budget.value}, epochs=epochs, weight_decay=weight_decay,
+                                              **{"data.source": data}))
+    target = resolve_device(device)
+    dataset = cached_dataset(cfg.data.source)
+    store = DirStore(out.parent / f".{out.name}.checkpoints")
+    with progress_bars() as progress:
+        checkpoint = train_teacher(cfg, dataset, target, RichReporter(progress), store)
+    digest = save_teacher(out, checkpoint)
+    meta = checkpoint["meta"]
+    console.print(f"teacher {out}: {meta['epochs']} epochs in {meta['train_seconds']:.0f} s, "
+                  f"val {meta['val_accuracy']:.2f}%, test {meta['test_accuracy']:.2f}%, sha256 {digest[:16]}")
+
+
+@teacher_app.command("show")
+def teacher_show(path: Path = typer.Argument(..., help="a teacher checkpoint")) -> None:
+    """Print a teacher's metadata."""
+    import torch
+
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
+    except FileNotFoundError:
+        raise PddError(f"teacher checkpoint not found: {path}") from None
+    except Exception as error:  # torch raises many types for a foreign file
+        raise PddError(f"cannot read teacher checkpoint {path}: {type(error).__name__}") from None
+    table = Table(show_header=False, title=str(path))
+    for key, value in meta.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every failure becomes one line on stderr and a non-zero exit code."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        result = typer.main.get_command(app).main(args=argv, prog_name="pdd", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.Exit as done:
+        return done.exit_code
+    except typer.TyperException as error:  # bad flags and arguments (typer's vendored click errors)
+        err.print(f"pdd: error: {error.format_message()}", markup=False)
+        return 2
+    except typer.Abort:
+        err.print("pdd: interrupted; run the same command again to resume", markup=False)
+        return 130
+    except ValidationError as error:
+        err.print(f"pdd: error: invalid config: {format_validation_error(error)}", markup=False)
+        return 2
+    except PddError as error:
+        err.print(f"pdd: error: {error}", markup=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("pdd: interrupted; run the same command again to resume", markup=False)
+        return 130
+    except Exception as error:  # the last line of defence: no traceback unless asked for
+        if os.environ.get("PDD_DEBUG"):
+            traceback.print_exc()
+        err.print(f"pdd: internal error: {type(error).__name__}: {error} (PDD_DEBUG=1 shows the traceback)",
+                  markup=False)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Typed, validated configs: one TrialConfig per trial, one TeacherConfig per teacher.
+
+Every field defaults to the paper's value (supplement A) or, where the paper is silent, to the DM
+reference (VICO-UoE/DatasetCondensation). A budget fills the iteration and epoch counts the user did not
+set. Unknown keys and out-of-range values are pydantic errors that name the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pdd.models import ModelConfig
+
+Budget = Literal["smoke", "cpu", "paper"]
+
+# paper: the paper's evaluation (SAM, 5000 epochs) and the DM reference's 20,000 distillation iterations.
+# cpu: a trial a 2-core CPU finishes in minutes. smoke: seconds, for tests and wiring checks only.
+BUDGETS: dict[str, dict[str, Any]] = {
+    "paper": {"iterations": 20000},
+    "cpu": {"iterations": 1000},
+    "smoke": {"iterations": 8},
+}
+EVAL_BUDGETS: dict[str, dict[str, Any]] = {
+    "paper": {"epochs": 5000, "seeds": 5, "max_images": None},
+    "cpu": {"epochs": 1000, "seeds": 3, "max_images": None},
+    "smoke": {"epochs": 8, "seeds": 2, "max_images": 400},
+}
+
+TEACHER_BUDGETS: dict[str, dict[str, Any]] = {
+    "paper": {"epochs": 60, "train_max_images": None},
+    "cpu": {"epochs": 12, "train_max_images": None},
+    "smoke": {"epochs": 1, "train_max_images": 500},
+}
+
+
+def default_data_source() -> str:
+    """PDD_DATA names a local copy (an ImageFolder tree or an archive of one); otherwise torchvision's CIFAR-10."""
+    return os.environ.get("PDD_DATA", "cifar10")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class DataConfig(Strict):
+    source: str = Field(default_factory=default_data_source)
+    val_per_class: int = Field(500, ge=1, description="validation images carved from train per class (5,000 on CIFAR-10)")
+    split_seed: int = Field(0, ge=0)
+
+
+class EvalConfig(Strict):
+    """How a synthetic set is judged (paper: SAM, lr 0.1, rho 0.001, 5000 epochs)."""
+
+    budget: Budget = "cpu"
+    epochs: int = Field(None, ge=1)
+    seeds: int = Field(None, ge=1, description="number of evaluation models")
+    seed: int = Field(0, ge=0, description="evaluation model k uses seed + k")
+    max_images: int | None = Field(None, ge=1, description="cap on val/test images scored (smoke only)")
+    lr: float = Field(0.1, gt=0)
+    rho: float = Field(0.001, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    batch: int = Field(256, ge=1)
+    dsa: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_budget(cls, values: Any) -> Any:
+        return _with_budget(values, EVAL_BUDGETS)
+
+
+class TrialConfig(Strict):
+    """Everything that determines a trial's result. Its hash identifies the trial."""
+
+    method: str = "pdd"
+    ipc: int = Field(1, ge=1, description="synthetic images per class")
+    pipc: int | None = Field(50, ge=1, description="practically accessible real images per class; None = all")
+    alpha: float = Field(None, ge=0, description="weight of L_stat; paper: 0.1/0.01/0.001 for pipc 10/50/all")
+    gamma: float = Field(None, ge=0, description="weight of L_DM; paper: 0.01 at ipc 50, else 0.001")
+    init: Literal["noise", "real"] = Field(None, description="paper: noise at ipc 1, else real")
+    budget: Budget = "cpu"
+
+    # distillation
+    iterations: int = Field(None, ge=0)
+    lr_images: float = Field(1.0, gt=0, description="SGD (momentum 0.5) on the images, as the DM reference")
+    momentum_images: float = Field(0.5, ge=0, lt=1)
+    batch_real: int = Field(256, ge=1, description="real images per class per DM iteration (DM reference)")
+    distance: Literal["l1", "l2", "cosine"] = "l1"
+    lambda_init: float | Literal["auto"] = Field(
+        "auto", description="initial KKT multiplier; auto = 1/(teacher weight decay * synthetic images)")
+    lr_lambda: float = Field(0.1, gt=0, description="Adam learning rate of the multipliers' free parameters")
+    dsa: bool = True
+
+    # seeds: every source of randomness has its own, and all are recorded
+    seed: int = Field(0, ge=0, description="distillation: noise init, DSA draws, random embedders")
+    subset_seed: int = Field(0, ge=0, description="which real images form T'")
+
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    dsv_set: str | None = Field(None, description="blend only: a pre-extracted DSV set file to blend with DM")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        values = _with_budget(values, BUDGETS)
+        evaluation = values.get("eval", {})
+        if isinstance(evaluation, dict):
+            values["eval"] = {"budget": values.get("budget", "cpu")} | evaluation
+        pipc, ipc = values.get("pipc", 50), values.get("ipc", 1)
+        if not (isinstance(pipc, int) or pipc is None) or not isinstance(ipc, int):
+            return values  # field validation reports the bad type
+        if values.get("alpha") is None:
+            values["alpha"] = 0.001 if pipc is None else 0.1 if pipc <= 10 else 0.01
+        if values.get("gamma") is None:
+            values["gamma"] = 0.01 if ipc == 50 else 0.001
+        if values.get("init") is None:
+            values["init"] = "noise" if ipc == 1 else "real"
+        return values
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        from pdd.methods import METHODS  # the registry is the single list of method names
+
+        if method not in METHODS:
+            raise ValueError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
+        return method
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrialConfig":
+        if self.init == "real" and self.pipc is not None and self.ipc > self.pipc:
+            raise ValueError(f"init 'real' needs ipc <= pipc, got ipc={self.ipc} > pipc={self.pipc}")
+        if self.dsv_set is not None and self.method != "blend":
+            raise ValueError("dsv_set is only used by method 'blend'")
+        return self
+
+    def hash(self) -> str:
+        return config_hash(self)
+
+
+class TeacherConfig(Strict):
+    """The edge model Phi(.; theta*): a ConvNet trained on the train split (validation images held out)."""
+
+    budget: Budget = "cpu"
+    epochs: int = Field(None, ge=1)
+    train_max_images: int | None = Field(None, ge=1, description="train on a prefix of the split (smoke only)")
+    lr: float = Field(0.05, gt=0, description="peak of the one-cycle schedule, SGD momentum 0.9")
+    weight_decay: float = Field(5e-4, ge=0, description="also sets the multipliers' scale 1/(wd*n) in L_stat")
+    batch: int = Field(128, ge=1)
+    augment: bool = Field(True, description="random crop (pad 4) and horizontal flip")
+    seed: int = Field(0, ge=0)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_budget(cls, values: Any) -> Any:
+        return _with_budget(values, TEACHER_BUDGETS)
+
+
+def _with_budget(values: Any, budgets: dict[str, dict[str, Any]]) -> Any:
+    """Fill the counts the user left unset from the named budget (an unknown budget fails validation later)."""
+    if not isinstance(values, dict):
+        return values
+    return budgets.get(values.get("budget", "cpu"), {}) | values
+
+
+def config_hash(config: BaseModel) -> str:
+    """Short sha256 of the canonical JSON of a config; the data source is identified by content elsewhere."""
+    payload = config.model_dump(mode="json")
+    payload.get("data", {}).pop("source", None)
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def format_validation_error(error: Exception) -> str:
+    """One line naming the field: 'ipc: Input should be greater than or equal to 1 (got 0)'."""
+    from pydantic import ValidationError
+
+    if not isinstance(error, ValidationError):
+        return str(error)
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "config"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        got = f" (got {item['input']!r})" if item["type"] != "extra_forbidden" and not isinstance(item.get("input"), dict) else ""
+        parts.append(f"{where}: {message}{got}")
+    return "; ".join(parts)

@@ -1,0 +1,574 @@
+"""Datasets: loading from three kinds of source, a uint8 cache, the train/val split and the practical subset T'.
+
+A source is one string:
+- ``"cifar10"``: torchvision's CIFAR-10, downloaded into the cache dir (needs internet);
+- a ``.tar.gz`` / ``.tgz`` / ``.tar`` archive holding one ImageFolder tree (``<root>/{train,test}/<class>/<image>``),
+  read in place without extracting it;
+- a directory that is such a tree: ``<dir>/train/<class>/*.{png,jpg,jpeg}`` and ``<dir>/test/<class>/...``.
+
+Classes are the sorted class folder names, which for CIFAR-10 is its label order. Images within a class are
+taken in file-name order. Grayscale images (PIL modes L, 1, LA) keep one channel, all others become RGB; every
+image of a dataset must then have the same channel count and the same square size.
+
+Decoded images are cached as uint8 tensors in ``<cache>/images-<sha256>.pt``, keyed by the sha256 of the source's
+content, so an edited dataset never reuses stale pixels. Hashing the content costs about as much as reading it,
+so the hash is memoised in ``<cache>/content-hashes.json`` under a cheap stat signature (sizes and mtimes) of the
+source; a warm load is then a few stats plus a memory-mapped ``torch.load``. The cache dir is the ``cache_dir``
+argument, else ``$PDD_CACHE``, else ``~/.cache/pdd``.
+
+All randomness (split, subset) comes from local ``torch.Generator``s seeded by the caller; the global RNG is
+never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Callable, Iterable, Protocol, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pdd.errors import DataError
+
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2023, 0.1994, 0.2010)
+# Statistics for datasets that are not 3-channel, where the CIFAR-10 ones mean nothing: maps [0, 1] to [-1, 1].
+OTHER_MEAN, OTHER_STD = 0.5, 0.5
+
+SPLITS = ("train", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+# Human names for well-known sources, matched against the start of the folder or archive name.
+KNOWN_NAMES = {"cifar10-jpeg": "CIFAR-10 (JPEG copy)"}
+GRAYSCALE_MODES = ("L", "1", "LA")
+
+# Bump when the cached payload changes meaning; older files are then rebuilt in place.
+CACHE_FORMAT = 1
+HASH_INDEX = "content-hashes.json"
+
+# split -> class -> [(where, encoded image bytes)], each list in file-name order; "where" names the file in errors.
+_Tree = dict[str, dict[str, list[tuple[str, bytes]]]]
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: field-wise == on tensors would raise, identity is what makes sense
+class ImageDataset:
+    train_images: torch.Tensor  # uint8 [N, C, H, W]
+    train_labels: torch.Tensor  # int64 [N]
+    test_images: torch.Tensor  # uint8 [M, C, H, W]
+    test_labels: torch.Tensor  # int64 [M]
+    classes: tuple[str, ...]
+    content_hash: str  # sha256 hex of the source content
+    name: str  # human name for reports
+
+    def __post_init__(self) -> None:
+        for split in SPLITS:
+            images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+            if images.dtype != torch.uint8 or images.dim() != 4 or labels.shape != images.shape[:1]:
+                raise DataError(
+                    f"{self.name}: {split} images must be uint8 [N, C, H, W] with one label each, "
+                    f"got {images.dtype} {list(images.shape)} and {list(labels.shape)} labels"
+                )
+        if self.train_images.shape[1:] != self.test_images.shape[1:]:
+            raise DataError(f"{self.name}: train and test images differ in shape")
+        height, width = self.train_images.shape[2:]
+        if height != width:
+            raise DataError(f"{self.name}: images are {height}x{width}; pdd needs square images")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return self.train_images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train_images.shape[2]
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    train_idx: torch.Tensor  # indices into the dataset's train arrays used for training: all but val
+    val_idx: torch.Tensor  # validation images carved from train
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PDD_CACHE") or Path.home() / ".cache" / "pdd").expanduser()
+
+
+def load_dataset(source: str | os.PathLike, cache_dir: Path | None = None) -> ImageDataset:
+    """Load a dataset from ``"cifar10"``, an ImageFolder archive or an ImageFolder directory, through the cache."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create cache dir {cache}: {_one_line(e)}; set PDD_CACHE to a writable dir") from e
+    src = _open_source(source, cache)
+    digest = _content_hash(src, cache)
+    cache_file = cache / f"images-{digest}.pt"
+    payload = _read_cache(cache_file)
+    if payload is None:
+        payload = src.decode()
+        _atomic_write(cache_file, lambda f: torch.save(payload, f))
+    return ImageDataset(
+        train_images=payload["train_images"],
+        train_labels=payload["train_labels"],
+        test_images=payload["test_images"],
+        test_labels=payload["test_labels"],
+        classes=tuple(payload["classes"]),
+        content_hash=digest,
+        name=src.name,
+    )
+
+
+class _Source(Protocol):
+    name: str
+    key: str  # identity of the source in the hash index, so that an edited source replaces its old entry
+
+    def stat_signature(self) -> str:
+        """Cheap to compute; changes whenever the content may have changed."""
+
+    def content_hash(self) -> str:
+        """sha256 hex of the content; costs a full read."""
+
+    def decode(self) -> dict[str, Any]:
+        """The cache payload: train/test images and labels, and the class names."""
+
+
+def _open_source(source: str | os.PathLike, cache: Path) -> _Source:
+    if isinstance(source, str) and source in NAMED_SOURCES:
+        return NAMED_SOURCES[source](cache)
+    path = Path(source).expanduser().resolve()
+    if not path.exists():
+        raise DataError(f"dataset not found: {path}")
+    if path.is_dir():
+        return _FolderSource(path)
+    if path.name.lower().endswith(ARCHIVE_SUFFIXES):
+        return _ArchiveSource(path)
+    raise DataError(
+        f"unsupported dataset {path}: expected a directory, a {'/'.join(ARCHIVE_SUFFIXES)} archive "
+        f"or one of: {', '.join(NAMED_SOURCES)}"
+    )
+
+
+def _content_hash(src: _Source, cache: Path) -> str:
+    index_file = cache / HASH_INDEX
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError):
+        index = {}  # no index yet, or a damaged one: start afresh
+    if not isinstance(index, dict):
+        index = {}
+    # Taken before hashing: if the source changes meanwhile, the stored signature is stale and forces a rehash.
+    signature = src.stat_signature()
+    entry = index.get(src.key)
+    if isinstance(entry, dict) and entry.get("stat") == signature and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    digest = src.content_hash()
+    index[src.key] = {"stat": signature, "sha256": digest}
+    _atomic_write(index_file, lambda f: f.write(json.dumps(index, indent=1, sort_keys=True).encode()))
+    return digest
+
+
+def _read_cache(path: Path) -> dict[str, Any] | None:
+    """The cached payload, or None if it is missing or unusable (which just means decoding again)."""
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, weights_only=True, mmap=True)
+    except Exception:  # torch raises many types for a truncated or foreign file; all mean "rebuild"
+        return None
+    valid = (
+        isinstance(payload, dict)
+        and payload.get("format") == CACHE_FORMAT
+        and isinstance(payload.get("classes"), list)
+        and all(isinstance(payload.get(f"{s}_images"), torch.Tensor) for s in SPLITS)
+        and all(isinstance(payload.get(f"{s}_labels"), torch.Tensor) for s in SPLITS)
+    )
+    return payload if valid else None
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write via a temp file in the same dir and os.replace, so readers never see a partial file."""
+    tmp: Path | None = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
+            tmp = Path(f.name)
+            write(f)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise DataError(f"cannot write cache file {path}: {_one_line(e)}; set PDD_CACHE to a writable dir") from e
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)  # no-op after a successful replace
+
+
+class _ArchiveSource:
+    def __init__(self, path: Path):
+        self.path = path
+        self.name = _human_name(path.name, strip=ARCHIVE_SUFFIXES)
+        self.key = f"archive:{path}"
+
+    def stat_signature(self) -> str:
+        st = self.path.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
+    def content_hash(self) -> str:
+        digest = hashlib.sha256()
+        with self.path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def decode(self) -> dict[str, Any]:
+        files = _read_archive_images(self.path)
+        root, layout = _archive_layout(files, self.path)
+        tree = {
+            split: {cls: [(f"{n} in {self.path}", files[n]) for n in names] for cls, names in classes.items()}
+            for split, classes in layout.items()
+        }
+        return _decode_tree(tree, f"{root} in {self.path}")
+
+
+def _read_archive_images(path: Path) -> dict[str, bytes]:
+    """All image files of a tar archive by member name, in one sequential pass (seeking in gzip is slow)."""
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            return {
+                m.name: tar.extractfile(m).read()  # type: ignore[union-attr]  # isfile() members always extract
+                for m in tar
+                if m.isfile() and m.name.lower().endswith(IMAGE_SUFFIXES)
+            }
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise DataError(f"corrupt dataset archive {path}: {_one_line(e)}") from e
+
+
+def _archive_layout(names: Iterable[str], path: Path) -> tuple[str, dict[str, dict[str, list[str]]]]:
+    """Find the single dir with train/ and test/ among member names; return it and split -> class -> sorted names."""
+    by_root: dict[tuple[str, ...], dict[str, dict[str, list[str]]]] = {}
+    for name in names:
+        parts = PurePosixPath(name).parts
+        # Hidden entries are macOS resource forks and the like; this also rules out ".." escapes.
+        if len(parts) < 3 or parts[-3] not in SPLITS or any(p.startswith(".") or p == "__MACOSX" for p in parts):
+            continue
+        *root, split, cls, _ = parts
+        by_root.setdefault(tuple(root), {}).setdefault(split, {}).setdefault(cls, []).append(name)
+    complete = {root: layout for root, layout in by_root.items() if set(layout) == set(SPLITS)}
+    if not complete:
+        raise DataError(f"no train/ and test/ folders in {path}")
+    if len(complete) > 1:
+        roots = ", ".join(sorted("/".join(r) or "." for r in complete))
+        raise DataError(f"several datasets in {path} ({roots}); pack one train/+test/ tree per archive")
+    root, layout = complete.popitem()
+    for classes in layout.values():
+        for names_of_class in classes.values():
+            names_of_class.sort()
+    return "/".join(root) or ".", layout
+
+
+class _FolderSource:
+    def __init__(self, path: Path):
+        self.path = path
+        self.name = _human_name(path.name)
+        self.key = f"folder:{path}"
+        if not all((path / split).is_dir() for split in SPLITS):
+            raise DataError(f"no train/ and test/ folders in {path}")
+
+    def _files(self) -> dict[str, dict[str, list[os.DirEntry[str]]]]:
+        """split -> class folder -> its image files sorted by name; empty class folders are kept (and rejected)."""
+        tree: dict[str, dict[str, list[os.DirEntry[str]]]] = {}
+        for split in SPLITS:
+            tree[split] = {}
+            with os.scandir(self.path / split) as classes:
+                for cls in classes:
+                    if cls.is_dir() and not cls.name.startswith("."):
+                        with os.scandir(cls.path) as entries:
+                            tree[split][cls.name] = sorted(
+                                (e for e in entries if _is_image_file(e)), key=lambda e: e.name
+                            )
+        return tree
+
+    def _sorted_files(self) -> list[tuple[str, os.DirEntry[str]]]:
+        files = [
+            (f"{split}/{cls}/{e.name}", e)
+            for split, classes in self._files().items()
+            for cls, entries in classes.items()
+            for e in entries
+        ]
+        return sorted(files, key=lambda item: item[0])
+
+    def stat_signature(self) -> str:
+        digest = hashlib.sha256()
+        for rel, entry in self._sorted_files():
+            st = entry.stat()
+            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+
+    def content_hash(self) -> str:
+        return _hash_files((rel, Path(e.path)) for rel, e in self._sorted_files())
+
+    def decode(self) -> dict[str, Any]:
+        tree = {
+            split: {cls: [(e.path, _read_bytes(Path(e.path))) for e in entries] for cls, entries in classes.items()}
+            for split, classes in self._files().items()
+        }
+        return _decode_tree(tree, str(self.path))
+
+
+def _is_image_file(entry: os.DirEntry[str]) -> bool:
+    return entry.is_file() and not entry.name.startswith(".") and entry.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {_one_line(e)}") from e
+
+
+def _hash_files(files: Iterable[tuple[str, Path]]) -> str:
+    """sha256 over (relative path, bytes) pairs, length-prefixed so that no two file sets hash alike."""
+    digest = hashlib.sha256()
+    for rel, path in files:
+        data = _read_bytes(path)
+        name = rel.encode()
+        digest.update(len(name).to_bytes(8, "little") + name + len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+class _TorchvisionCIFAR10:
+    FOLDER = "cifar-10-batches-py"  # where torchvision unpacks its download
+
+    def __init__(self, cache: Path):
+        self.root = cache / "torchvision"
+        self.name = "CIFAR-10"
+        self.key = f"torchvision-cifar10:{self.root}"
+        if not (self.root / self.FOLDER).is_dir():
+            import torchvision  # only this source needs it; keeps plain loads light
+
+            try:
+                torchvision.datasets.CIFAR10(str(self.root), train=True, download=True)
+            except (OSError, RuntimeError) as e:
+                raise DataError(
+                    "cannot download CIFAR-10 (no internet?); pass a local copy with --data PATH or PDD_DATA"
+                ) from e
+
+    def _sorted_files(self) -> list[tuple[str, Path]]:
+        folder = self.root / self.FOLDER
+        return sorted((p.name, p) for p in folder.iterdir() if p.is_file())
+
+    def stat_signature(self) -> str:
+        stats = [(rel, p.stat()) for rel, p in self._sorted_files()]
+        return ";".join(f"{rel}:{st.st_size}:{st.st_mtime_ns}" for rel, st in stats)
+
+    def content_hash(self) -> str:
+        return _hash_files(self._sorted_files())
+
+    def decode(self) -> dict[str, Any]:
+        import torchvision
+
+        splits = {}
+        for split in SPLITS:
+            try:
+                splits[split] = torchvision.datasets.CIFAR10(str(self.root), train=split == "train", download=False)
+            except (OSError, RuntimeError) as e:
+                raise DataError(
+                    f"corrupt CIFAR-10 files in {self.root / self.FOLDER}: {_one_line(e)}; delete it to download again"
+                ) from e
+        payload: dict[str, Any] = {"format": CACHE_FORMAT, "classes": list(splits["train"].classes)}
+        for split, ds in splits.items():
+            payload[f"{split}_images"] = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+            payload[f"{split}_labels"] = torch.tensor(ds.targets, dtype=torch.int64)
+        return payload
+
+
+NAMED_SOURCES: dict[str, Callable[[Path], _Source]] = {"cifar10": _TorchvisionCIFAR10}
+
+
+def _human_name(filename: str, strip: Sequence[str] = ()) -> str:
+    stem = next((filename[: -len(s)] for s in strip if filename.lower().endswith(s)), filename)
+    return next((name for prefix, name in KNOWN_NAMES.items() if stem.lower().startswith(prefix)), stem)
+
+
+def _decode_tree(tree: _Tree, where: str) -> dict[str, Any]:
+    classes = sorted(tree["train"])
+    if not classes:
+        raise DataError(f"no class folders in train/ of {where}")
+    if sorted(tree["test"]) != classes:
+        raise DataError(f"test/ classes differ from train/ classes in {where}")
+    for split in SPLITS:
+        for cls in classes:
+            if not tree[split][cls]:
+                raise DataError(f"no images in {split}/{cls} of {where}")
+
+    first_file, first_data = tree["train"][classes[0]][0]
+    shape = _decode_image(first_data, first_file).shape  # every image must match the first
+    payload: dict[str, Any] = {"format": CACHE_FORMAT, "classes": classes}
+    for split in SPLITS:
+        files = [(label, *item) for label, cls in enumerate(classes) for item in tree[split][cls]]
+        pixels = np.empty((len(files), *shape), dtype=np.uint8)  # filled in place: no list of 60k small arrays
+        for i, (_, file, data) in enumerate(files):
+            image = _decode_image(data, file)
+            if image.shape != shape:
+                raise DataError(
+                    f"image {file} is {_shape_text(image.shape)} but earlier images are {_shape_text(shape)}; "
+                    "all images must share one size and channel count"
+                )
+            pixels[i] = image
+        payload[f"{split}_images"] = torch.from_numpy(pixels)
+        payload[f"{split}_labels"] = torch.tensor([label for label, _, _ in files], dtype=torch.int64)
+    return payload
+
+
+def _decode_image(data: bytes, where: str) -> np.ndarray:
+    """Decode one image to uint8 [C, H, W], C being 1 for grayscale and 3 otherwise."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.mode not in ("L", "RGB"):
+                image = image.convert("L" if image.mode in GRAYSCALE_MODES else "RGB")
+            pixels = np.asarray(image, dtype=np.uint8)
+    # PIL signals undecodable bytes with all of these, depending on the format and where the data breaks.
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot decode image {where}: {_one_line(e)}") from e
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    channels, height, width = shape
+    return f"{width}x{height} with {channels} channel{'s' if channels > 1 else ''}"
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def write_image_folder_slice(
+    source_archive: str | os.PathLike, dest_dir: str | os.PathLike, train_per_class: int, test_per_class: int
+) -> Path:
+    """Copy the first N train and M test images per class (by file name) of an archive into an ImageFolder dir.
+
+    The encoded bytes are copied verbatim, so the slice decodes to exactly the archive's pixels. For tests and
+    small local runs; ``dest_dir`` must not exist or be empty. Returns ``dest_dir``.
+    """
+    archive, dest = Path(source_archive), Path(dest_dir)
+    if not archive.is_file():
+        raise DataError(f"dataset not found: {archive}")
+    if dest.exists() and any(dest.iterdir()):
+        raise DataError(f"slice destination {dest} is not empty")
+    files = _read_archive_images(archive)
+    _, layout = _archive_layout(files, archive)
+    for split, count in zip(SPLITS, (train_per_class, test_per_class)):
+        for cls, names in layout[split].items():
+            (dest / split / cls).mkdir(parents=True, exist_ok=True)
+            for name in names[:count]:
+                (dest / split / cls / PurePosixPath(name).name).write_bytes(files[name])
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Normalisation
+
+
+def _stats(channels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, std) shaped [C, 1, 1]: CIFAR-10's for 3 channels, 0.5 and 0.5 otherwise."""
+    mean, std = (MEAN, STD) if channels == 3 else ((OTHER_MEAN,) * channels, (OTHER_STD,) * channels)
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(-1, 1, 1)  # noqa: E731
+    return as_tensor(mean), as_tensor(std)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., C, H, W] -> float32 (x/255 - mean)/std on the images' device (CIFAR-10 stats iff C == 3)."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"normalize expects uint8 images, got {images.dtype}")
+    mean, std = _stats(images.shape[-3], images.device)
+    return (images.float() / 255 - mean) / std
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of normalize, as float in [0, 1] (clamped: optimised images may leave the valid range)."""
+    mean, std = _stats(x.shape[-3], x.device)
+    return (x.float() * std + mean).clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Splits and the practical subset
+
+
+def _class_name(c: int, classes: Sequence[str] | None) -> str:
+    return classes[c] if classes is not None else str(c)
+
+
+def _num_classes(labels: torch.Tensor, classes: Sequence[str] | None) -> int:
+    if classes is not None:
+        return len(classes)
+    return int(labels.max()) + 1 if labels.numel() else 0
+
+
+def split_train_val(
+    labels: torch.Tensor, val_per_class: int, seed: int, *, classes: Sequence[str] | None = None
+) -> Split:
+    """Carve val_per_class random images of every class out of the training set; both index sets sorted.
+
+    ``classes`` (the dataset's class names) only makes error messages name the class.
+    """
+    if val_per_class < 0:
+        raise DataError(f"val_per_class must be >= 0, got {val_per_class}")
+    generator = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for c in range(_num_classes(labels, classes)):
+        members = (labels == c).nonzero().flatten()
+        if len(members) <= val_per_class:
+            raise DataError(
+                f"val_per_class={val_per_class} leaves no training images for class "
+                f"'{_class_name(c, classes)}' (it has {len(members)})"
+            )
+        drawn = members[torch.randperm(len(members), generator=generator)]
+        val.append(drawn[:val_per_class])
+        train.append(drawn[val_per_class:])
+    return Split(train_idx=torch.cat(train).sort().values, val_idx=torch.cat(val).sort().values)
+
+
+def practical_subset(
+    labels: torch.Tensor,
+    pool_idx: torch.Tensor,
+    pipc: int | None,
+    seed: int,
+    *,
+    classes: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """T': pipc random images per class from pool_idx (the train split), as indices into the train arrays.
+
+    Grouped by class in class order, in draw order within a class. Each class's draw is a full permutation of its
+    pool cut to pipc, so for one seed a smaller pipc gives a prefix of a larger one (T' nests), and the first k
+    of a class are a random k-subset. ``pipc=None`` takes the whole pool, still in draw order. ``classes`` only
+    makes error messages name the class.
+    """
+    if pipc is not None and pipc < 1:
+        raise DataError(f"pipc must be >= 1 or None (all), got {pipc}")
+    generator = torch.Generator().manual_seed(seed)
+    pool_labels = labels[pool_idx]
+    chosen = []
+    for c in range(_num_classes(labels, classes)):
+        # Sorted so the draw depends on the pool as a set, not on the order the caller happened to list it in.
+        members = pool_idx[pool_labels == c].sort().values
+        if pipc is not None and pipc > len(members):
+            raise DataError(
+                f"pipc={pipc} exceeds the {len(members)} training images of class '{_class_name(c, classes)}'"
+            )
+        chosen.append(members[torch.randperm(len(members), generator=generator)][:pipc])
+    return torch.cat(chosen)

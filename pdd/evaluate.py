@@ -1,0 +1,122 @@
+"""Judge a synthetic set: train fresh ConvNets on it with SAM, then score them on validation and test.
+
+Protocol (paper, supplement A): SAM over SGD, lr 0.1, rho 0.001, momentum 0.9, weight decay 5e-4, 5000
+epochs, DSA with independent per-image parameters on every batch. As in the DM reference's
+evaluate_synset, the learning rate drops tenfold at half the epochs and batches hold 256 images.
+Model k is initialised, shuffled and augmented from its own generator seeded eval.seed + k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pdd import augment
+from pdd.data import normalize
+from pdd.hooks import CheckpointStore, MemoryStore, NullReporter, Reporter
+from pdd.models import build_model
+
+if TYPE_CHECKING:
+    from pdd.config import EvalConfig
+    from pdd.models import ModelConfig
+
+
+class SAM:
+    """Sharpness-Aware Minimisation (Foret et al. 2021) around a base optimiser.
+
+    first_step moves the weights to w + rho g/||g|| (the norm over all parameters at once); second_step
+    puts them back and lets the base optimiser step with the gradient taken at the perturbed point.
+    """
+
+    def __init__(self, params: list[nn.Parameter], base: torch.optim.Optimizer, rho: float):
+        self.params = [p for p in params if p.requires_grad]
+        self.base = base
+        self.rho = rho
+        self._offsets: list[Tensor] = []
+
+    @torch.no_grad()
+    def first_step(self) -> None:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        scale = self.rho / (norm + 1e-12)
+        self._offsets = [g * scale for g in grads]
+        for p, offset in zip(self.params, self._offsets):
+            p.add_(offset)
+
+    @torch.no_grad()
+    def second_step(self) -> None:
+        for p, offset in zip(self.params, self._offsets):
+            p.sub_(offset)
+        self.base.step()
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Accuracies in percent, one per evaluation model."""
+
+    seeds: list[int]
+    val: list[float]
+    test: list[float]
+
+
+def train_on_synthetic(images: Tensor, labels: Tensor, cfg: "EvalConfig", model_cfg: "ModelConfig",
+                       num_classes: int, seed: int, reporter: Reporter = NullReporter(),
+                       phase: str = "evaluate") -> nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    channels, size = images.shape[1], images.shape[-1]
+    model = build_model(model_cfg, channels, num_classes, size, generator=generator).to(images.device)
+    base = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+    sam = SAM(list(model.parameters()), base, cfg.rho)
+    model.train()
+    reporter.start(phase, cfg.epochs)
+    for epoch in range(cfg.epochs):
+        if epoch == cfg.epochs // 2:
+            for group in base.param_groups:
+                group["lr"] = cfg.lr * 0.1
+        order = torch.randperm(len(images), generator=generator).to(images.device)
+        for batch in order.split(cfg.batch):
+            x, y = images[batch], labels[batch]
+            if cfg.dsa:
+                x = augment.augment(x, generator, siamese=False)
+            F.cross_entropy(model(x), y).backward()
+            sam.first_step()
+            base.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            sam.second_step()
+            base.zero_grad(set_to_none=True)
+        reporter.update(phase, epoch + 1, {})
+    return model.eval()
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, images_uint8: Tensor, labels: Tensor, batch: int = 1000) -> float:
+    """Percent correct; images stay uint8 until their batch is normalised, to keep memory flat."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(images_uint8), batch):
+        x = normalize(images_uint8[start:start + batch])
+        correct += int((model(x).argmax(1) == labels[start:start + batch]).sum())
+    return 100.0 * correct / max(1, len(images_uint8))
+
+
+def score(images: Tensor, labels: Tensor, cfg: "EvalConfig", model_cfg: "ModelConfig", num_classes: int,
+          val: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
+          reporter: Reporter = NullReporter(), store: CheckpointStore = MemoryStore()) -> Scored:
+    """Train cfg.seeds models and score each; finished models are checkpointed so a resume skips them."""
+    done = store.load("evaluate") or {"seeds": [], "val": [], "test": []}
+    seeds = [cfg.seed + k for k in range(cfg.seeds)]
+    for k, seed in enumerate(seeds):
+        if seed in done["seeds"]:
+            continue
+        model = train_on_synthetic(images, labels, cfg, model_cfg, num_classes, seed, reporter, f"evaluate {k + 1}/{len(seeds)}")
+        done = {"seeds": done["seeds"] + [seed],
+                "val": done["val"] + [accuracy(model, *val)],
+                "test": done["test"] + [accuracy(model, *test)]}
+        store.save("evaluate", done)
+    order = [done["seeds"].index(s) for s in seeds]
+    return Scored(seeds, [done["val"][i] for i in order], [done["test"][i] for i in order])

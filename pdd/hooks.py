@@ -1,0 +1,71 @@
+"""How the core loops talk to the outside: progress goes to a Reporter, resumable state to a CheckpointStore.
+
+The CLI implements them with rich progress bars and files, the Tune glue with tune.report and
+tune.Checkpoint, and tests with the in-memory versions below. Core modules never print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from pdd.io import atomic_path
+
+
+class Reporter(Protocol):
+    """Where progress goes: rich bars in the CLI, tune.report in a sweep, nothing in tests."""
+
+    def start(self, phase: str, total: int) -> None: ...
+
+    def update(self, phase: str, done: int, metrics: dict[str, float]) -> None: ...
+
+
+class CheckpointStore(Protocol):
+    """Named state dicts of plain tensors and numbers, loadable with torch.load(weights_only=True)."""
+
+    def load(self, name: str) -> dict[str, Any] | None: ...
+
+    def save(self, name: str, state: dict[str, Any]) -> None: ...
+
+
+class NullReporter:
+    def start(self, phase: str, total: int) -> None:
+        pass
+
+    def update(self, phase: str, done: int, metrics: dict[str, float]) -> None:
+        pass
+
+
+class MemoryStore:
+    """Keeps checkpoints in memory: for tests, and for runs nobody needs to resume."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, dict[str, Any]] = {}
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        return self.states.get(name)
+
+    def save(self, name: str, state: dict[str, Any]) -> None:
+        self.states[name] = state
+
+
+class DirStore:
+    """One file per name in a directory, written atomically: what a local trial resumes from."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        path = self.directory / f"{name}.ckpt"
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # unreadable, e.g. from another torch version: redo that phase rather than fail
+            return None
+
+    def save(self, name: str, state: dict[str, Any]) -> None:
+        with atomic_path(self.directory / f"{name}.ckpt") as tmp:
+            torch.save(state, tmp)

@@ -1,0 +1,77 @@
+"""The paper's losses as pure functions of tensors (eqs. 2-5).
+
+L_DM    (eq. 2): sum over classes of the squared distance between mean real and mean synthetic embeddings.
+L_primal (eq. 3): the teacher's cross-entropy on the synthetic images.
+L_stat  (eq. 3): D(theta*, -sum_i lambda_i grad_theta L(Phi(x_i; theta*), y_i)).
+L_total (eqs. 4, 5): L_primal + alpha * L_stat + gamma * L_DM.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def class_means(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """[num_classes, D] mean feature per class; a class without samples gets zeros."""
+    sums = features.new_zeros(num_classes, features.shape[1]).index_add_(0, labels, features)
+    counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).to(features.dtype)
+    return sums / counts[:, None]
+
+
+def l_dm(real_features: Tensor, real_labels: Tensor, syn_features: Tensor, syn_labels: Tensor,
+         num_classes: int) -> Tensor:
+    """DM reference's loss: sum_c ||mean_c(real) - mean_c(syn)||^2 over the classes present in syn_labels."""
+    present = torch.bincount(syn_labels, minlength=num_classes) > 0
+    gap = class_means(real_features, real_labels, num_classes) - class_means(syn_features, syn_labels, num_classes)
+    return (gap[present] ** 2).sum()
+
+
+def l_primal(logits: Tensor, labels: Tensor) -> Tensor:
+    return F.cross_entropy(logits, labels)
+
+
+def _flatten(tensors: Sequence[Tensor]) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _mean_abs(a: Tensor, b: Tensor) -> Tensor:
+    return (a - b).abs().mean()
+
+
+def _mean_square(a: Tensor, b: Tensor) -> Tensor:
+    return ((a - b) ** 2).mean()
+
+
+def _cosine(a: Tensor, b: Tensor) -> Tensor:
+    return 1 - F.cosine_similarity(a, b, dim=0, eps=1e-12)
+
+
+# Distances between theta* and the multiplier-weighted gradient sum, over all parameters flattened.
+# l1 is the DSV paper's: the absolute difference averaged per parameter.
+DISTANCES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "l1": _mean_abs,
+    "l2": _mean_square,
+    "cosine": _cosine,
+}
+
+
+def l_stat(params: Sequence[Tensor], logits: Tensor, labels: Tensor, lambdas: Tensor,
+           distance: str = "l1") -> Tensor:
+    """Stationarity: D(theta*, -sum_i lambda_i grad_theta L_i).
+
+    sum_i lambda_i grad_theta L_i is the gradient of sum_i lambda_i L_i, so one autograd.grad call with
+    create_graph=True yields it, and the returned loss backpropagates into the images and the multipliers.
+    `logits` must have been computed from `params` (the teacher's), which need requires_grad=True.
+    """
+    weighted = (lambdas * F.cross_entropy(logits, labels, reduction="none")).sum()
+    grads = torch.autograd.grad(weighted, list(params), create_graph=True)
+    theta = _flatten([p.detach() for p in params])
+    return DISTANCES[distance](theta, -_flatten(grads))
+
+
+def l_total(primal: Tensor, stat: Tensor, dm: Tensor, alpha: float, gamma: float) -> Tensor:
+    return primal + alpha * stat + gamma * dm

@@ -1,0 +1,92 @@
+"""The ConvNet of the DM reference (VICO-UoE/DatasetCondensation, networks.py) and its registry.
+
+ConvNet-3 for 32x32 RGB and 10 classes: 3 x [Conv3x3(128) -> norm -> ReLU -> AvgPool2] -> Linear(2048, 10),
+320,010 parameters. The reference's "instancenorm" is GroupNorm(C, C, affine=True); we call it "instance".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "instance": lambda c: nn.GroupNorm(c, c, affine=True),
+    "batch": lambda c: nn.BatchNorm2d(c),
+    "layer": lambda c: nn.GroupNorm(1, c, affine=True),
+    "none": lambda c: nn.Identity(),
+}
+
+
+class ModelConfig(BaseModel):
+    """Architecture of every network pdd builds: teacher, random DM embedders and evaluation models."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arch: Literal["convnet"] = "convnet"
+    width: int = Field(128, ge=1)
+    depth: int = Field(3, ge=1, le=5)
+    norm: Literal["instance", "batch", "layer", "none"] = "instance"
+
+
+class ConvNet(nn.Module):
+    def __init__(self, cfg: ModelConfig, channels: int, num_classes: int, image_size: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        size = image_size
+        for i in range(cfg.depth):
+            layers += [
+                nn.Conv2d(channels if i == 0 else cfg.width, cfg.width, 3, padding=1),
+                NORMS[cfg.norm](cfg.width),
+                nn.ReLU(inplace=True),
+                nn.AvgPool2d(2),
+            ]
+            size //= 2
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(cfg.width * size * size, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embed(x))
+
+
+MODELS: dict[str, type[nn.Module]] = {"convnet": ConvNet}
+
+
+def build_model(cfg: ModelConfig, channels: int, num_classes: int, image_size: int,
+                generator: torch.Generator | None = None) -> nn.Module:
+    model = MODELS[cfg.arch](cfg, channels, num_classes, image_size)
+    if generator is not None:
+        reset_parameters(model, generator)
+    return model
+
+
+@torch.no_grad()
+def reset_parameters(model: nn.Module, generator: torch.Generator) -> nn.Module:
+    """PyTorch's default initialisation, drawn from `generator` so no global RNG is touched.
+
+    DM draws a fresh random embedder every iteration; re-initialising one network in place is the same
+    distribution without reallocating it.
+    """
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            weight = module.weight
+            fan_in = weight[0].numel()
+            # kaiming_uniform_(a=sqrt(5)) as in nn.Conv2d/nn.Linear.reset_parameters: bound = 1/sqrt(fan_in)
+            bound = 1.0 / math.sqrt(fan_in)
+            weight.copy_(_uniform(weight.shape, bound, generator).to(weight))
+            if module.bias is not None:
+                module.bias.copy_(_uniform(module.bias.shape, bound, generator).to(module.bias))
+        elif isinstance(module, (nn.GroupNorm, nn.BatchNorm2d)) and module.affine:
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+    return model
+
+
+def _uniform(shape: torch.Size, bound: float, generator: torch.Generator) -> torch.Tensor:
+    return (torch.rand(shape, generator=generator, device=generator.device) * 2 - 1) * bound

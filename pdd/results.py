@@ -1,0 +1,123 @@
+"""Trial results as a Parquet dataset: one file per trial, an explicit versioned schema, atomic writes.
+
+A results directory holds `<trial_id>.parquet` files (trial_id = sweep, cell, method and config hash), so
+a rerun or a resumed sweep overwrites its own row instead of adding a second one, and a crash leaves no
+half-written file. pandas, duckdb and polars read the directory as one table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pdd.errors import ResultsError
+from pdd.io import atomic_path
+
+SCHEMA_VERSION = 1
+
+
+def _list(item: pa.DataType) -> pa.DataType:
+    # Parquet names list items "element"; naming them so here makes a read-back schema equal SCHEMA.
+    return pa.list_(pa.field("element", item))
+
+
+SCHEMA = pa.schema([
+    ("schema_version", pa.int32()),
+    ("trial_id", pa.string()),
+    ("sweep_id", pa.string()),
+    ("cell", pa.string()),              # "ipc=1,pipc=50"
+    ("stage", pa.string()),             # "trial" (local or search) | "confirm"
+    ("status", pa.string()),            # "ok" | "failed"
+    ("reason", pa.string()),            # why a trial failed; null when ok
+    ("method", pa.string()),
+    ("ipc", pa.int32()),
+    ("pipc", pa.int32()),               # null = all
+    ("alpha", pa.float64()),
+    ("gamma", pa.float64()),
+    ("init", pa.string()),
+    ("budget", pa.string()),
+    ("seed", pa.int64()),
+    ("subset_seed", pa.int64()),
+    ("eval_seeds", _list(pa.int64())),
+    ("val_acc", _list(pa.float64())),
+    ("test_acc", _list(pa.float64())),
+    ("val_mean", pa.float64()),
+    ("val_std", pa.float64()),
+    ("test_mean", pa.float64()),
+    ("test_std", pa.float64()),
+    ("final_losses", pa.string()),      # JSON: last iteration's loss terms and mean lambda
+    ("seconds_load", pa.float64()),
+    ("seconds_distill", pa.float64()),
+    ("seconds_evaluate", pa.float64()),
+    ("config", pa.string()),            # JSON of the full TrialConfig
+    ("config_hash", pa.string()),
+    ("pdd_version", pa.string()),
+    ("git_commit", pa.string()),
+    ("dataset_name", pa.string()),
+    ("dataset_hash", pa.string()),
+    ("teacher_hash", pa.string()),
+    ("pipc_indices", _list(pa.int64())),  # which real images left the edge device
+    ("synthetic_path", pa.string()),
+    ("device", pa.string()),
+    ("finished_at", pa.timestamp("ms", tz="UTC")),
+], metadata={"pdd_schema_version": str(SCHEMA_VERSION)})
+
+
+def write_row(directory: str | Path, row: dict[str, Any]) -> Path:
+    """Write one trial's row as <directory>/<trial_id>.parquet, replacing an older row of the same trial."""
+    unknown = set(row) - set(SCHEMA.names)
+    if unknown:
+        raise ValueError(f"fields not in results schema v{SCHEMA_VERSION}: {sorted(unknown)}")
+    full = {"schema_version": SCHEMA_VERSION} | {name: row.get(name) for name in SCHEMA.names if name != "schema_version"}
+    table = pa.Table.from_pylist([full], schema=SCHEMA)
+    path = Path(directory) / f"{_safe(row['trial_id'])}.parquet"
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def read_results(directory: str | Path) -> pa.Table:
+    """All rows of a results directory; a clear error for a missing directory or a foreign or newer schema."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ResultsError(f"no results directory at {directory}")
+    files = sorted(directory.glob("*.parquet"))
+    if not files:
+        return SCHEMA.empty_table()
+    tables = []
+    for file in files:
+        try:
+            table = pq.read_table(file)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise ResultsError(f"cannot read results file {file}: {error}") from None
+        version = (table.schema.metadata or {}).get(b"pdd_schema_version")
+        if version is None:
+            raise ResultsError(f"{file} is not a pdd results file (no pdd_schema_version)")
+        if int(version) != SCHEMA_VERSION:
+            raise ResultsError(f"{file} has results schema v{int(version)}; this pdd reads v{SCHEMA_VERSION}"
+                               + (" (upgrade pdd)" if int(version) > SCHEMA_VERSION else ""))
+        tables.append(table.select(SCHEMA.names).cast(SCHEMA))
+    return pa.concat_tables(tables)
+
+
+def final_losses_json(losses: dict[str, float]) -> str:
+    return json.dumps(losses, sort_keys=True)
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in name)
+
+
+def read_row(directory: str | Path, trial_id: str) -> dict[str, Any] | None:
+    """The stored row of one trial, or None if it has not finished yet."""
+    path = Path(directory) / f"{_safe(trial_id)}.parquet"
+    if not path.exists():
+        return None
+    try:
+        return pq.read_table(path).to_pylist()[0]
+    except (pa.ArrowInvalid, OSError, IndexError) as error:
+        raise ResultsError(f"cannot read results file {path}: {error}") from None

@@ -1,0 +1,152 @@
+"""The edge model Phi(.; theta*): trained once on the train split, then loaded by every DKKT trial.
+
+Training: SGD momentum 0.9 with a one-cycle schedule, weight decay, random crop (pad 4) and flips, on
+the train split with the validation images held out. The checkpoint holds the weights and plain
+metadata (dataset hash, architecture, epochs, accuracies), so it loads with torch.load(weights_only=True)
+and a trial can refuse a teacher made for another dataset or architecture.
+
+    pdd teacher train --budget cpu --out teachers/cifar10.pt
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pdd import __version__
+from pdd.config import TeacherConfig, config_hash
+from pdd.data import ImageDataset, default_cache_dir, normalize, split_train_val
+from pdd.errors import TeacherError
+from pdd.evaluate import accuracy
+from pdd.hooks import CheckpointStore, DirStore, MemoryStore, NullReporter, Reporter
+from pdd.io import atomic_path
+from pdd.models import ModelConfig, build_model
+
+
+def train_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.device,
+                  reporter: Reporter = NullReporter(), store: CheckpointStore = MemoryStore()) -> dict[str, Any]:
+    split = split_train_val(dataset.train_labels, cfg.data.val_per_class, cfg.data.split_seed)
+    train_idx = split.train_idx[: cfg.train_max_images]
+    images = dataset.train_images[train_idx].to(device)
+    labels = dataset.train_labels[train_idx].to(device)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model = build_model(cfg.model, dataset.channels, dataset.num_classes, dataset.image_size, generator).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay,
+                                nesterov=True)
+    steps_per_epoch = -(-len(images) // cfg.batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    start_epoch, seconds = 0, 0.0
+    state = store.load("teacher")
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        start_epoch, seconds = int(state["epoch"]), float(state["seconds"])
+
+    reporter.start("teacher", cfg.epochs)
+    for epoch in range(start_epoch, cfg.epochs):
+        began = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(images), generator=generator).to(device)
+        for batch in order.split(cfg.batch):
+            x = normalize(images[batch])
+            if cfg.augment:
+                x = _crop_flip(x, generator)
+            loss = F.cross_entropy(model(x), labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        seconds += time.perf_counter() - began
+        store.save("teacher", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "schedule": schedule.state_dict(), "generator": generator.get_state(),
+                               "epoch": epoch + 1, "seconds": seconds})
+        reporter.update("teacher", epoch + 1, {"loss": loss.item()})
+
+    val = (dataset.train_images[split.val_idx].to(device), dataset.train_labels[split.val_idx].to(device))
+    test = (dataset.test_images.to(device), dataset.test_labels.to(device))
+    meta = {
+        "dataset_hash": dataset.content_hash,
+        "dataset_name": dataset.name,
+        "model": cfg.model.model_dump(),
+        "num_classes": dataset.num_classes,
+        "image_shape": [dataset.channels, dataset.image_size, dataset.image_size],
+        "config": cfg.model_dump(mode="json"),
+        "epochs": cfg.epochs,
+        "weight_decay": cfg.weight_decay,
+        "train_images": len(images),
+        "train_seconds": seconds,
+        "val_accuracy": accuracy(model, *val),
+        "test_accuracy": accuracy(model, *test),
+        "pdd_version": __version__,
+    }
+    return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}
+
+
+def _crop_flip(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Random 4-pixel translation (zero padded) and horizontal flip, one draw per batch for speed."""
+    size = x.shape[-1]
+    dx, dy = (int(v) for v in torch.randint(-4, 5, (2,), generator=generator))
+    x = F.pad(x, (4, 4, 4, 4))[..., 4 + dy: 4 + dy + size, 4 + dx: 4 + dx + size]
+    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def save_teacher(path: Path, checkpoint: dict[str, Any]) -> str:
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+    return file_hash(path)
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_teacher(path: str | Path, model_cfg: ModelConfig, dataset: ImageDataset,
+                 device: torch.device) -> tuple[nn.Module, dict[str, Any], str]:
+    """(frozen teacher in eval mode, its metadata, sha256 of the file); refuses a teacher for other data or nets."""
+    path = Path(path)
+    if not path.is_file():
+        raise TeacherError(f"teacher checkpoint not found: {path} (train one with `pdd teacher train`)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        meta, state_dict = checkpoint["meta"], checkpoint["state_dict"]
+    except Exception as error:  # torch raises many types for a foreign or truncated file
+        raise TeacherError(f"cannot read teacher checkpoint {path}: not a pdd teacher file "
+                           f"({type(error).__name__})") from None
+    if meta.get("dataset_hash") != dataset.content_hash:
+        raise TeacherError(f"teacher {path} was trained on dataset {meta.get('dataset_name')!r} "
+                           f"(hash {str(meta.get('dataset_hash'))[:12]}), not on {dataset.name!r} "
+                           f"(hash {dataset.content_hash[:12]})")
+    if meta.get("model") != model_cfg.model_dump():
+        raise TeacherError(f"teacher {path} is a {_describe(meta.get('model'))}, the trial asks for "
+                           f"{_describe(model_cfg.model_dump())}")
+    model = build_model(model_cfg, dataset.channels, dataset.num_classes, dataset.image_size)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError:
+        raise TeacherError(f"teacher {path}: weights do not fit {_describe(model_cfg.model_dump())}") from None
+    return model.to(device).eval(), meta, file_hash(path)
+
+
+def _describe(model: Any) -> str:
+    if not isinstance(model, dict):
+        return "network of unknown architecture"
+    return f"{model.get('arch')} (depth {model.get('depth')}, width {model.get('width')}, norm {model.get('norm')})"
+
+
+def ensure_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.device,
+                   reporter: Reporter = NullReporter()) -> Path:
+    """The cached teacher for this dataset and config, trained first if there is none (`--teacher auto`)."""
+    path = default_cache_dir() / "teachers" / f"{dataset.content_hash[:16]}-{config_hash(cfg)}.pt"
+    if not path.exists():
+        store = DirStore(path.parent / f".{path.stem}.checkpoints")
+        save_teacher(path, train_teacher(cfg, dataset, device, reporter, store))
+    return path

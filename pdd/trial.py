@@ -1,0 +1,190 @@
+"""One trial end to end: load, distil S with the configured method, evaluate it, write one result row.
+
+    pdd trial --method pdd --ipc 1 --pipc 50 --teacher teachers/cifar10.pt --budget cpu
+
+The row lands in <results>/<trial_id>.parquet, the synthetic set and its PNG grid in
+<results>/artifacts/<trial_id>/. Distillation and evaluation checkpoint into that folder, so running the
+same trial again resumes where a killed run stopped, and a finished trial is not run twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pdd import __version__
+from pdd.config import TrialConfig
+from pdd.data import ImageDataset, load_dataset, normalize, practical_subset, split_train_val
+from pdd.distill import Problem
+from pdd.errors import DivergedError, PddError, TeacherError
+from pdd.evaluate import score
+from pdd.hooks import CheckpointStore, DirStore, NullReporter, Reporter
+from pdd.methods import METHODS
+from pdd.results import final_losses_json, read_row, write_row
+from pdd.synthetic import save_grid, save_synthetic
+from pdd.teacher import load_teacher
+
+
+@dataclass
+class TrialOptions:
+    """How and where a trial runs; none of it changes the result, so none of it is in the config hash."""
+
+    results: Path = Path("results/local")
+    teacher: Path | None = None
+    device: str = "auto"
+    sweep_id: str = "local"
+    stage: str = "trial"
+    checkpoint_every: int = 100
+    force: bool = False  # run again even if the results already hold this trial's row
+    reporter: Reporter = field(default_factory=NullReporter)
+    store: CheckpointStore | None = None  # default: files in the trial's artifact folder
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise PddError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PddError(f"device '{name}' requested but no CUDA GPU is visible")
+    return device
+
+
+@lru_cache(maxsize=2)
+def cached_dataset(source: str) -> ImageDataset:
+    """Trials in one process (a Tune worker, a test session) share one decoded copy."""
+    return load_dataset(source)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def cell_name(cfg: TrialConfig) -> str:
+    return f"ipc={cfg.ipc},pipc={'all' if cfg.pipc is None else cfg.pipc}"
+
+
+def trial_id(cfg: TrialConfig, sweep_id: str, stage: str, dataset_hash: str, teacher_hash: str | None) -> str:
+    """Same config, data and teacher give the same id, so a rerun replaces (or resumes) its own row."""
+    inputs = f"{cfg.hash()}|{dataset_hash}|{teacher_hash}"
+    digest = hashlib.sha256(inputs.encode()).hexdigest()[:12]
+    return f"{sweep_id}_{stage}_{cfg.method}_ipc{cfg.ipc}_pipc{cfg.pipc or 'all'}_{digest}"
+
+
+def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
+    """Run (or resume) one trial and write its row; a diverged loss gives a row with status 'failed'.
+
+    A trial whose row is already stored with status 'ok' is returned as stored unless options.force.
+    """
+    began = time.perf_counter()
+    device = resolve_device(options.device)
+    dataset = cached_dataset(cfg.data.source)
+    split = split_train_val(dataset.train_labels, cfg.data.val_per_class, cfg.data.split_seed)
+    subset = practical_subset(dataset.train_labels, split.train_idx, cfg.pipc, cfg.subset_seed)
+
+    method = METHODS[cfg.method]
+    teacher, teacher_meta, teacher_hash = None, {}, None
+    if method.needs_teacher(cfg):
+        if options.teacher is None:
+            raise TeacherError(f"method '{cfg.method}' needs a teacher: pass --teacher PATH "
+                               f"(train one with `pdd teacher train`)")
+        teacher, teacher_meta, teacher_hash = load_teacher(options.teacher, cfg.model, dataset, device)
+
+    tid = trial_id(cfg, options.sweep_id, options.stage, dataset.content_hash, teacher_hash)
+    done = read_row(options.results, tid)
+    if done is not None and done["status"] == "ok" and not options.force:
+        return done
+    artifacts = Path(options.results) / "artifacts" / tid
+    problem = Problem(
+        cfg=cfg,
+        real=normalize(dataset.train_images[subset].to(device)),
+        real_labels=dataset.train_labels[subset].to(device),
+        num_classes=dataset.num_classes,
+        teacher=teacher,
+        teacher_weight_decay=float(teacher_meta.get("weight_decay", 0.0)),
+        reporter=options.reporter,
+        store=options.store or DirStore(artifacts / "checkpoints"),
+        checkpoint_every=options.checkpoint_every,
+    )
+    row: dict[str, Any] = {
+        "trial_id": tid, "sweep_id": options.sweep_id, "cell": cell_name(cfg), "stage": options.stage,
+        "method": cfg.method, "ipc": cfg.ipc, "pipc": cfg.pipc, "alpha": cfg.alpha, "gamma": cfg.gamma,
+        "init": cfg.init, "budget": cfg.budget, "seed": cfg.seed, "subset_seed": cfg.subset_seed,
+        "config": cfg.model_dump_json(), "config_hash": cfg.hash(), "pdd_version": __version__,
+        "git_commit": git_commit(), "dataset_name": dataset.name, "dataset_hash": dataset.content_hash,
+        "teacher_hash": teacher_hash, "pipc_indices": subset.tolist(), "device": str(device),
+    }
+    seconds_load = time.perf_counter() - began
+
+    began = time.perf_counter()
+    try:
+        distilled = method.make(problem)
+    except DivergedError as error:
+        row |= {"status": "failed", "reason": str(error), "seconds_load": seconds_load,
+                "seconds_distill": time.perf_counter() - began}
+        return _finish(options.results, row)
+    seconds_distill = time.perf_counter() - began
+
+    synthetic_path = artifacts / "synthetic.pt"
+    save_synthetic(synthetic_path, distilled.images, distilled.labels,
+                   {"trial_id": tid, "config": cfg.model_dump(mode="json"), "classes": list(dataset.classes),
+                    "lambdas": None if distilled.lambdas is None else distilled.lambdas.cpu().tolist()})
+    save_grid(artifacts / "synthetic.png", distilled.images, distilled.labels)
+    (artifacts / "history.json").write_text(json.dumps(distilled.history))
+
+    began = time.perf_counter()
+    val, test = evaluation_splits(dataset, split.val_idx, cfg.eval.max_images, cfg.data.split_seed, device)
+    scored = score(distilled.images, distilled.labels, cfg.eval, cfg.model, dataset.num_classes, val, test,
+                   options.reporter, problem.store)
+    row |= {
+        "status": "ok", "eval_seeds": scored.seeds, "val_acc": scored.val, "test_acc": scored.test,
+        "val_mean": statistics.fmean(scored.val), "val_std": _std(scored.val),
+        "test_mean": statistics.fmean(scored.test), "test_std": _std(scored.test),
+        "final_losses": final_losses_json(distilled.final), "synthetic_path": str(synthetic_path),
+        "seconds_load": seconds_load, "seconds_distill": seconds_distill,
+        "seconds_evaluate": time.perf_counter() - began,
+    }
+    return _finish(options.results, row)
+
+
+def evaluation_splits(dataset: ImageDataset, val_idx: torch.Tensor, max_images: int | None, seed: int,
+                      device: torch.device) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """uint8 (images, labels) for validation and test; a cap keeps a random, not class-ordered, sample."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def take(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if max_images is not None and max_images < len(images):
+            keep = torch.randperm(len(images), generator=generator)[:max_images]
+            images, labels = images[keep], labels[keep]
+        return images.to(device), labels.to(device)
+
+    return (take(dataset.train_images[val_idx], dataset.train_labels[val_idx]),
+            take(dataset.test_images, dataset.test_labels))
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _finish(results: Path, row: dict[str, Any]) -> dict[str, Any]:
+    now = datetime.now(timezone.utc)
+    row["finished_at"] = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the schema stores ms
+    write_row(results, row)
+    return row

@@ -1,0 +1,34 @@
+"""Every registered model and norm builds, runs forward and backward, and has the reference's size."""
+
+import pytest
+import torch
+
+from pdd.models import MODELS, NORMS, ModelConfig, build_model, reset_parameters
+
+
+def test_reference_convnet_has_320010_parameters():
+    model = build_model(ModelConfig(), channels=3, num_classes=10, image_size=32)
+    assert sum(p.numel() for p in model.parameters()) == 320_010
+    assert model.embed(torch.zeros(2, 3, 32, 32)).shape == (2, 2048)
+
+
+@pytest.mark.parametrize("arch", list(MODELS))
+@pytest.mark.parametrize("norm", list(NORMS))
+def test_forward_backward(arch, norm):
+    model = build_model(ModelConfig(arch=arch, norm=norm, width=8, depth=2), 3, 10, 16, torch.Generator().manual_seed(0))
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    model(x).logsumexp(1).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_reset_parameters_is_reproducible_and_leaves_the_global_rng_alone():
+    model = build_model(ModelConfig(width=8), 3, 10, 32)
+    state = torch.random.get_rng_state()
+    reset_parameters(model, torch.Generator().manual_seed(7))
+    first = [p.clone() for p in model.parameters()]
+    reset_parameters(model, torch.Generator().manual_seed(7))
+    assert all(torch.equal(a, b) for a, b in zip(first, model.parameters()))
+    reset_parameters(model, torch.Generator().manual_seed(8))
+    assert not torch.equal(first[0], next(model.parameters()))
+    assert torch.equal(state, torch.random.get_rng_state())

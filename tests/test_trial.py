@@ -1,0 +1,80 @@
+"""A smoke trial end to end on a slice of the CIFAR-10 copy, its Parquet row, resume, and failure rows."""
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pdd.config import TrialConfig
+from pdd.methods import METHODS
+from pdd.results import SCHEMA, SCHEMA_VERSION, read_results
+import pdd.trial as trial_module
+from pdd.trial import TrialOptions, run_trial
+
+
+def smoke_config(cifar_slice: Path, **overrides) -> TrialConfig:
+    values = {"method": "pdd", "ipc": 1, "pipc": 10, "budget": "smoke",
+              "data": {"source": str(cifar_slice), "val_per_class": 5}} | overrides
+    return TrialConfig.model_validate(values)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_runs_a_smoke_trial_and_writes_a_schema_conforming_row(method, cifar_slice, smoke_teacher, tmp_path):
+    cfg = smoke_config(cifar_slice, method=method, init="real")
+    row = run_trial(cfg, TrialOptions(results=tmp_path, teacher=smoke_teacher, device="cpu"))
+
+    table = pq.read_table(tmp_path / f"{row['trial_id']}.parquet")
+    assert table.schema.equals(SCHEMA, check_metadata=True)
+    stored = table.to_pylist()[0]
+    assert stored["schema_version"] == SCHEMA_VERSION
+    assert stored["status"] == "ok" and stored["reason"] is None
+    assert stored["method"] == method and stored["cell"] == "ipc=1,pipc=10"
+    assert stored["eval_seeds"] == [0, 1] and len(stored["val_acc"]) == len(stored["test_acc"]) == 2
+    assert all(0 <= acc <= 100 for acc in stored["val_acc"] + stored["test_acc"])
+    assert stored["test_mean"] == pytest.approx(sum(stored["test_acc"]) / 2)
+    assert len(stored["pipc_indices"]) == 10 * 10
+    assert stored["config_hash"] == cfg.hash() and TrialConfig.model_validate_json(stored["config"]) == cfg
+    assert stored["dataset_hash"] and stored["git_commit"] and stored["pdd_version"]
+    assert (stored["teacher_hash"] is not None) == METHODS[method].needs_teacher(cfg)
+    assert stored["seconds_distill"] >= 0 and stored["seconds_evaluate"] > 0
+    synthetic = torch.load(stored["synthetic_path"], weights_only=True)
+    assert synthetic["images"].shape == (10, 3, 32, 32) and synthetic["labels"].tolist() == list(range(10))
+    assert (Path(stored["synthetic_path"]).parent / "synthetic.png").stat().st_size > 0
+
+
+def test_pipc_indices_come_from_the_train_split_only_and_follow_the_subset_seed(cifar_slice, tmp_path):
+    first = run_trial(smoke_config(cifar_slice, method="random"), TrialOptions(results=tmp_path))
+    other = run_trial(smoke_config(cifar_slice, method="random", subset_seed=1), TrialOptions(results=tmp_path))
+    assert set(first["pipc_indices"]) != set(other["pipc_indices"])
+    assert len(read_results(tmp_path)) == 2
+
+
+def test_a_finished_trial_is_not_run_twice_and_a_killed_one_resumes(cifar_slice, tmp_path, monkeypatch):
+    cfg = smoke_config(cifar_slice, method="dm", iterations=6)
+    options = TrialOptions(results=tmp_path, checkpoint_every=2)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trial_module, "score", killed)  # killed after distillation, before evaluation
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, options)
+    monkeypatch.undo()
+    checkpoints = list((tmp_path / "artifacts").glob("*/checkpoints/dm.ckpt"))
+    assert len(checkpoints) == 1 and torch.load(checkpoints[0], weights_only=True)["iteration"] == 4
+
+    resumed = run_trial(cfg, options)
+    fresh = run_trial(cfg, TrialOptions(results=tmp_path / "fresh"))
+    assert resumed["test_acc"] == fresh["test_acc"], "resuming must continue the same random stream"
+    again = run_trial(cfg, options)
+    assert again["finished_at"] == resumed["finished_at"], "a finished trial is returned, not rerun"
+
+
+def test_a_nan_loss_fails_the_trial_with_a_reason_in_its_row(cifar_slice, tmp_path):
+    cfg = smoke_config(cifar_slice, method="dm", lr_images=1e38)
+    row = run_trial(cfg, TrialOptions(results=tmp_path))
+    stored = read_results(tmp_path).to_pylist()[0]
+    assert row["status"] == stored["status"] == "failed"
+    assert "not finite" in stored["reason"] and "iteration" in stored["reason"]
+    assert stored["test_acc"] is None
