@@ -17,8 +17,8 @@ transform. Images are (N, C, H, W) floats, assumed square with side ``image_size
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

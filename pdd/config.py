@@ -33,7 +33,7 @@ EVAL_BUDGETS: dict[str, dict[str, Any]] = {
 
 TEACHER_BUDGETS: dict[str, dict[str, Any]] = {
     "paper": {"epochs": 60, "train_max_images": None},
-    "cpu": {"epochs": 12, "train_max_images": None},
+    "cpu": {"epochs": 8, "train_max_images": None},
     "smoke": {"epochs": 1, "train_max_images": 500},
 }
 
@@ -49,7 +49,7 @@ class Strict(BaseModel):
 
 class DataConfig(Strict):
     source: str = Field(default_factory=default_data_source)
-    val_per_class: int = Field(500, ge=1, description="validation images carved from train per class (5,000 on CIFAR-10)")
+    val_per_class: int = Field(500, ge=1, description="validation images per class carved from train")
     split_seed: int = Field(0, ge=0)
 
 
@@ -135,7 +135,7 @@ class TrialConfig(Strict):
         return method
 
     @model_validator(mode="after")
-    def _check(self) -> "TrialConfig":
+    def _check(self) -> TrialConfig:
         if self.init == "real" and self.pipc is not None and self.ipc > self.pipc:
             raise ValueError(f"init 'real' needs ipc <= pipc, got ipc={self.ipc} > pipc={self.pipc}")
         if self.dsv_set is not None and self.method != "blend":
@@ -193,6 +193,7 @@ def format_validation_error(error: Exception) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"
-        got = f" (got {item['input']!r})" if item["type"] != "extra_forbidden" and not isinstance(item.get("input"), dict) else ""
+        shows_input = item["type"] != "extra_forbidden" and not isinstance(item.get("input"), dict)
+        got = f" (got {item['input']!r})" if shows_input else ""
         parts.append(f"{where}: {message}{got}")
     return "; ".join(parts)

@@ -29,9 +29,10 @@ import os
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Callable, Iterable, Protocol, Sequence
+from typing import IO, Any, Protocol
 
 import numpy as np
 import torch
@@ -170,9 +171,9 @@ def _content_hash(src: _Source, cache: Path) -> str:
     try:
         index = json.loads(index_file.read_text())
     except (OSError, ValueError):
-        index = {}  # no index yet, or a damaged one: start afresh
+        index = None
     if not isinstance(index, dict):
-        index = {}
+        index = {}  # no index yet, or a damaged one: start afresh
     # Taken before hashing: if the source changes meanwhile, the stored signature is stale and forces a rehash.
     signature = src.stat_signature()
     entry = index.get(src.key)
@@ -229,9 +230,12 @@ class _ArchiveSource:
 
     def content_hash(self) -> str:
         digest = hashlib.sha256()
-        with self.path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        try:
+            with self.path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as e:
+            raise DataError(f"cannot read {self.path}: {_one_line(e)}") from e
         return digest.hexdigest()
 
     def decode(self) -> dict[str, Any]:
@@ -290,16 +294,17 @@ class _FolderSource:
 
     def _files(self) -> dict[str, dict[str, list[os.DirEntry[str]]]]:
         """split -> class folder -> its image files sorted by name; empty class folders are kept (and rejected)."""
-        tree: dict[str, dict[str, list[os.DirEntry[str]]]] = {}
-        for split in SPLITS:
-            tree[split] = {}
-            with os.scandir(self.path / split) as classes:
-                for cls in classes:
-                    if cls.is_dir() and not cls.name.startswith("."):
-                        with os.scandir(cls.path) as entries:
-                            tree[split][cls.name] = sorted(
-                                (e for e in entries if _is_image_file(e)), key=lambda e: e.name
-                            )
+        tree: dict[str, dict[str, list[os.DirEntry[str]]]] = {split: {} for split in SPLITS}
+        try:
+            for split in SPLITS:
+                with os.scandir(self.path / split) as classes:
+                    for cls in classes:
+                        if cls.is_dir() and not cls.name.startswith("."):
+                            with os.scandir(cls.path) as entries:
+                                images = (e for e in entries if _is_image_file(e))
+                                tree[split][cls.name] = sorted(images, key=lambda e: e.name)
+        except OSError as e:
+            raise DataError(f"cannot list dataset folder {self.path}: {_one_line(e)}") from e
         return tree
 
     def _sorted_files(self) -> list[tuple[str, os.DirEntry[str]]]:

@@ -34,7 +34,7 @@ SOFTPLUS_ONE = math.log(math.e - 1)  # softplus(SOFTPLUS_ONE) == 1
 class Problem:
     """What distillation may see: T' (normalised, on the device), the teacher if any, and the config."""
 
-    cfg: "TrialConfig"
+    cfg: TrialConfig
     real: Tensor
     real_labels: Tensor
     num_classes: int

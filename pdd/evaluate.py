@@ -63,7 +63,7 @@ class Scored:
     test: list[float]
 
 
-def train_on_synthetic(images: Tensor, labels: Tensor, cfg: "EvalConfig", model_cfg: "ModelConfig",
+def train_on_synthetic(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cfg: ModelConfig,
                        num_classes: int, seed: int, reporter: Reporter = NullReporter(),
                        phase: str = "evaluate") -> nn.Module:
     generator = torch.Generator().manual_seed(seed)
@@ -104,7 +104,7 @@ def accuracy(model: nn.Module, images_uint8: Tensor, labels: Tensor, batch: int 
     return 100.0 * correct / max(1, len(images_uint8))
 
 
-def score(images: Tensor, labels: Tensor, cfg: "EvalConfig", model_cfg: "ModelConfig", num_classes: int,
+def score(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cfg: ModelConfig, num_classes: int,
           val: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
           reporter: Reporter = NullReporter(), store: CheckpointStore = MemoryStore()) -> Scored:
     """Train cfg.seeds models and score each; finished models are checkpointed so a resume skips them."""
@@ -113,7 +113,8 @@ def score(images: Tensor, labels: Tensor, cfg: "EvalConfig", model_cfg: "ModelCo
     for k, seed in enumerate(seeds):
         if seed in done["seeds"]:
             continue
-        model = train_on_synthetic(images, labels, cfg, model_cfg, num_classes, seed, reporter, f"evaluate {k + 1}/{len(seeds)}")
+        phase = f"evaluate {k + 1}/{len(seeds)}"
+        model = train_on_synthetic(images, labels, cfg, model_cfg, num_classes, seed, reporter, phase)
         done = {"seeds": done["seeds"] + [seed],
                 "val": done["val"] + [accuracy(model, *val)],
                 "test": done["test"] + [accuracy(model, *test)]}

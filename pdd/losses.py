@@ -8,7 +8,7 @@ L_total (eqs. 4, 5): L_primal + alpha * L_stat + gamma * L_DM.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

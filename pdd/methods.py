@@ -10,8 +10,9 @@ blend  : the paper's Fig. 3, the image-by-image average of a DSV set and a DM se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -28,13 +29,13 @@ if TYPE_CHECKING:
 class Method:
     name: str
     make: Callable[[Problem], Distilled]
-    needs_teacher: Callable[["TrialConfig"], bool]
+    needs_teacher: Callable[[TrialConfig], bool]
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, needs_teacher: bool | Callable[["TrialConfig"], bool]):
+def register(name: str, needs_teacher: bool | Callable[[TrialConfig], bool]):
     def add(make: Callable[[Problem], Distilled]) -> Callable[[Problem], Distilled]:
         rule = needs_teacher if callable(needs_teacher) else (lambda cfg, fixed=needs_teacher: fixed)
         METHODS[name] = Method(name, make, rule)
@@ -99,6 +100,6 @@ def make_blend(problem: Problem) -> Distilled:
         dsv_images, dsv_labels = dsv.images, dsv.labels
     dm = _distill_with(problem, Terms(dkkt=False, dm=True), "blend-dm")
     if not torch.equal(dsv_labels, dm.labels):
-        raise PddError(f"the DSV set's labels do not match ipc={cfg.ipc} x {problem.num_classes} classes in class order")
+        raise PddError(f"the DSV set's labels are not ipc={cfg.ipc} x {problem.num_classes} classes in class order")
     return Distilled((dsv_images + dm.images) / 2, dm.labels, None, dm.final, dm.history)
 

@@ -7,7 +7,8 @@ ConvNet-3 for 32x32 RGB and 10 classes: 3 x [Conv3x3(128) -> norm -> ReLU -> Avg
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field

@@ -72,7 +72,7 @@ def write_row(directory: str | Path, row: dict[str, Any]) -> Path:
     unknown = set(row) - set(SCHEMA.names)
     if unknown:
         raise ValueError(f"fields not in results schema v{SCHEMA_VERSION}: {sorted(unknown)}")
-    full = {"schema_version": SCHEMA_VERSION} | {name: row.get(name) for name in SCHEMA.names if name != "schema_version"}
+    full = {name: row.get(name) for name in SCHEMA.names} | {"schema_version": SCHEMA_VERSION}
     table = pa.Table.from_pylist([full], schema=SCHEMA)
     path = Path(directory) / f"{_safe(row['trial_id'])}.parquet"
     with atomic_path(path) as tmp:

@@ -31,7 +31,8 @@ from pdd.models import ModelConfig, build_model
 
 def train_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.device,
                   reporter: Reporter = NullReporter(), store: CheckpointStore = MemoryStore()) -> dict[str, Any]:
-    split = split_train_val(dataset.train_labels, cfg.data.val_per_class, cfg.data.split_seed)
+    split = split_train_val(dataset.train_labels, cfg.data.val_per_class, cfg.data.split_seed,
+                            classes=dataset.classes)
     train_idx = split.train_idx[: cfg.train_max_images]
     images = dataset.train_images[train_idx].to(device)
     labels = dataset.train_labels[train_idx].to(device)

@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -96,8 +96,10 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
     began = time.perf_counter()
     device = resolve_device(options.device)
     dataset = cached_dataset(cfg.data.source)
-    split = split_train_val(dataset.train_labels, cfg.data.val_per_class, cfg.data.split_seed)
-    subset = practical_subset(dataset.train_labels, split.train_idx, cfg.pipc, cfg.subset_seed)
+    split = split_train_val(dataset.train_labels, cfg.data.val_per_class, cfg.data.split_seed,
+                            classes=dataset.classes)
+    subset = practical_subset(dataset.train_labels, split.train_idx, cfg.pipc, cfg.subset_seed,
+                              classes=dataset.classes)
 
     method = METHODS[cfg.method]
     teacher, teacher_meta, teacher_hash = None, {}, None
@@ -164,12 +166,15 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
     return _finish(options.results, row)
 
 
+Labelled = tuple[torch.Tensor, torch.Tensor]
+
+
 def evaluation_splits(dataset: ImageDataset, val_idx: torch.Tensor, max_images: int | None, seed: int,
-                      device: torch.device) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+                      device: torch.device) -> tuple[Labelled, Labelled]:
     """uint8 (images, labels) for validation and test; a cap keeps a random, not class-ordered, sample."""
     generator = torch.Generator().manual_seed(seed)
 
-    def take(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(images: torch.Tensor, labels: torch.Tensor) -> Labelled:
         if max_images is not None and max_images < len(images):
             keep = torch.randperm(len(images), generator=generator)[:max_images]
             images, labels = images[keep], labels[keep]
@@ -184,7 +189,7 @@ def _std(values: list[float]) -> float:
 
 
 def _finish(results: Path, row: dict[str, Any]) -> dict[str, Any]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     row["finished_at"] = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the schema stores ms
     write_row(results, row)
     return row

@@ -31,18 +31,19 @@ def pdd_cache(tmp_path_factory: pytest.TempPathFactory):
 def cifar_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ImageFolder dir with the first 30 train and 10 test images of each CIFAR-10 class. Read-only: copy to edit."""
     if not CIFAR_ARCHIVE.is_file():
-        pytest.fail(f"shared CIFAR-10 archive not found at {CIFAR_ARCHIVE}; put ../shared beside the repo or set PDD_SHARED")
+        pytest.fail(f"shared CIFAR-10 archive not found at {CIFAR_ARCHIVE}; "
+                    "put ../shared beside the repo or set PDD_SHARED")
     return write_image_folder_slice(CIFAR_ARCHIVE, tmp_path_factory.mktemp("data") / "cifar10-slice", 30, 10)
 
 
 @pytest.fixture(scope="session")
 def smoke_teacher(cifar_slice: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A teacher trained for one smoke epoch on the slice: wiring, not accuracy."""
+    import torch
+
     from pdd.config import TeacherConfig
     from pdd.teacher import save_teacher, train_teacher
     from pdd.trial import cached_dataset
-
-    import torch
 
     cfg = TeacherConfig(budget="smoke", data={"source": str(cifar_slice), "val_per_class": 5})
     checkpoint = train_teacher(cfg, cached_dataset(str(cifar_slice)), torch.device("cpu"))

@@ -28,8 +28,9 @@ def assert_one_clean_line(err: str, *fragments: str) -> None:
 
 @pytest.fixture
 def smoke_args(cifar_slice, smoke_teacher, tmp_path):
-    return ["trial", "--budget", "smoke", "--pipc", "10", "--data", str(cifar_slice), "--results", str(tmp_path / "results"),
-            "--teacher", str(smoke_teacher), "--config", str(write_val_config(tmp_path))]
+    return ["trial", "--budget", "smoke", "--pipc", "10", "--data", str(cifar_slice),
+            "--results", str(tmp_path / "results"), "--teacher", str(smoke_teacher),
+            "--config", str(write_val_config(tmp_path))]
 
 
 def write_val_config(tmp_path: Path) -> Path:
@@ -87,7 +88,7 @@ def test_teacher_for_another_dataset(capsys, smoke_args, cifar_slice, tmp_path):
     other_data = tmp_path / "other-data"
     shutil.copytree(cifar_slice, other_data)
     victim = next((other_data / "train" / "cat").iterdir())
-    victim.write_bytes((other_data / "train" / "dog").joinpath(next((other_data / "train" / "dog").iterdir()).name).read_bytes())
+    victim.write_bytes(next((other_data / "train" / "dog").iterdir()).read_bytes())
     args = [a if a != str(cifar_slice) else str(other_data) for a in smoke_args]
     code, err = run_cli(capsys, *args)
     assert code == 2

@@ -6,9 +6,9 @@ import os
 import shutil
 import tarfile
 import urllib.error
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch

@@ -15,7 +15,8 @@ def test_reference_convnet_has_320010_parameters():
 @pytest.mark.parametrize("arch", list(MODELS))
 @pytest.mark.parametrize("norm", list(NORMS))
 def test_forward_backward(arch, norm):
-    model = build_model(ModelConfig(arch=arch, norm=norm, width=8, depth=2), 3, 10, 16, torch.Generator().manual_seed(0))
+    cfg = ModelConfig(arch=arch, norm=norm, width=8, depth=2)
+    model = build_model(cfg, 3, 10, 16, torch.Generator().manual_seed(0))
     x = torch.randn(4, 3, 16, 16, requires_grad=True)
     model(x).logsumexp(1).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

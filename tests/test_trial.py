@@ -6,10 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+import pdd.trial as trial_module
 from pdd.config import TrialConfig
 from pdd.methods import METHODS
 from pdd.results import SCHEMA, SCHEMA_VERSION, read_results
-import pdd.trial as trial_module
 from pdd.trial import TrialOptions, run_trial
 
 
@@ -20,7 +20,7 @@ def smoke_config(cifar_slice: Path, **overrides) -> TrialConfig:
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_every_method_runs_a_smoke_trial_and_writes_a_schema_conforming_row(method, cifar_slice, smoke_teacher, tmp_path):
+def test_every_method_runs_a_smoke_trial_and_writes_a_row_of_the_schema(method, cifar_slice, smoke_teacher, tmp_path):
     cfg = smoke_config(cifar_slice, method=method, init="real")
     row = run_trial(cfg, TrialOptions(results=tmp_path, teacher=smoke_teacher, device="cpu"))
 

@@ -1,4 +1,4 @@
-"""The `pdd` command. Commands parse flags, call the core, and print; bad input is one line, never a traceback.
+"""Commands for one trial, one evaluation and the teacher.
 
     pdd teacher train --budget cpu --out teachers/cifar10.pt
     pdd trial --method pdd --ipc 1 --pipc 50 --teacher teachers/cifar10.pt --budget cpu
@@ -7,114 +7,40 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import traceback
-from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
-import yaml
-from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pdd.config import DataConfig, EvalConfig, TeacherConfig, TrialConfig, format_validation_error
+from pdd.cli.common import Budget, RichReporter, app, console, load_config_file, merged, parse_pipc, progress_bars
+from pdd.config import DataConfig, EvalConfig, TeacherConfig, TrialConfig
 from pdd.errors import PddError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Practical dataset distillation: DM + Deep-KKT, one trial locally or sweeps on Ray.")
 teacher_app = typer.Typer(no_args_is_help=True, help="Train or inspect the edge-model teacher.")
 app.add_typer(teacher_app, name="teacher")
-console = Console()
-
-
-class Budget(str, Enum):
-    smoke = "smoke"
-    cpu = "cpu"
-    paper = "paper"
-
-
-class RichReporter:
-    """One progress bar per phase (distillation, each evaluation model), with the latest losses."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.tasks: dict[str, Any] = {}
-
-    def start(self, phase: str, total: int) -> None:
-        self.tasks[phase] = self.progress.add_task(phase, total=total, metrics="")
-
-    def update(self, phase: str, done: int, metrics: dict[str, float]) -> None:
-        shown = "  ".join(f"{k.removeprefix('loss_')} {v:.4g}" for k, v in metrics.items())
-        self.progress.update(self.tasks[phase], completed=done, metrics=shown)
-
-
-def progress_bars() -> Progress:
-    return Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"), console=console, transient=False)
-
-
-def parse_pipc(value: str | None) -> int | None | str:
-    """'all' means every training image of a class; returns the sentinel 'unset' when the flag is absent."""
-    if value is None:
-        return "unset"
-    if value == "all":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise PddError(f"--pipc must be a positive integer or 'all', got {value!r}") from None
-
-
-def load_config_file(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise PddError(f"cannot read config file {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise PddError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    if not isinstance(loaded, dict):
-        raise PddError(f"config file {path} must hold a mapping of config fields")
-    return loaded
-
-
-def merged(base: dict[str, Any], **flags: Any) -> dict[str, Any]:
-    """Flags the user gave override the config file; dotted keys reach nested sections."""
-    values = {k: (v.copy() if isinstance(v, dict) else v) for k, v in base.items()}
-    for key, value in flags.items():
-        if value is None:
-            continue
-        section, _, name = key.rpartition(".")
-        target = values.setdefault(section, {}) if section else values
-        target[name] = value.value if isinstance(value, Enum) else value
-    return values
 
 
 @app.command()
 def trial(
-    method: Optional[str] = typer.Option(None, help="dm, dsv, pdd, random or blend"),
-    ipc: Optional[int] = typer.Option(None, help="synthetic images per class"),
-    pipc: Optional[str] = typer.Option(None, help="real images per class available, or 'all'"),
-    alpha: Optional[float] = typer.Option(None, help="L_stat weight (paper default by pipc)"),
-    gamma: Optional[float] = typer.Option(None, help="L_DM weight (paper default by ipc)"),
-    init: Optional[str] = typer.Option(None, help="noise or real (paper default by ipc)"),
-    budget: Optional[Budget] = typer.Option(None, help="iteration and epoch counts: smoke, cpu or paper"),
-    iterations: Optional[int] = typer.Option(None, help="distillation iterations (overrides the budget)"),
-    eval_epochs: Optional[int] = typer.Option(None, help="SAM epochs per evaluation model"),
-    eval_seeds: Optional[int] = typer.Option(None, help="number of evaluation models"),
-    seed: Optional[int] = typer.Option(None, help="distillation seed"),
-    subset_seed: Optional[int] = typer.Option(None, help="seed of the draw of T'"),
-    data: Optional[str] = typer.Option(None, help="cifar10, an ImageFolder dir or an archive of one [env PDD_DATA]"),
-    teacher: Optional[str] = typer.Option(
+    method: str | None = typer.Option(None, help="dm, dsv, pdd, random or blend"),
+    ipc: int | None = typer.Option(None, help="synthetic images per class"),
+    pipc: str | None = typer.Option(None, help="real images per class available, or 'all'"),
+    alpha: float | None = typer.Option(None, help="L_stat weight (paper default by pipc)"),
+    gamma: float | None = typer.Option(None, help="L_DM weight (paper default by ipc)"),
+    init: str | None = typer.Option(None, help="noise or real (paper default by ipc)"),
+    budget: Budget | None = typer.Option(None, help="iteration and epoch counts: smoke, cpu or paper"),
+    iterations: int | None = typer.Option(None, help="distillation iterations (overrides the budget)"),
+    eval_epochs: int | None = typer.Option(None, help="SAM epochs per evaluation model"),
+    eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
+    seed: int | None = typer.Option(None, help="distillation seed"),
+    subset_seed: int | None = typer.Option(None, help="seed of the draw of T'"),
+    data: str | None = typer.Option(None, help="cifar10, an ImageFolder dir or an archive of one [env PDD_DATA]"),
+    teacher: str | None = typer.Option(
         None, help="teacher checkpoint from `pdd teacher train`, or 'auto': the cached teacher for this data "
                    "and budget, trained first if missing"),
-    dsv_set: Optional[str] = typer.Option(None, help="blend: a pre-extracted DSV set (.pt or PNG folder)"),
-    config: Optional[Path] = typer.Option(None, help="YAML file of TrialConfig fields; flags override it"),
+    dsv_set: str | None = typer.Option(None, help="blend: a pre-extracted DSV set (.pt or PNG folder)"),
+    config: Path | None = typer.Option(None, help="YAML file of TrialConfig fields; flags override it"),
     results: Path = typer.Option(Path("results/local"), help="results directory (one Parquet file per trial)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
     force: bool = typer.Option(False, help="run again even if this trial's row is already stored"),
@@ -173,9 +99,9 @@ def _fmt(values: list[float]) -> str:
 def evaluate(
     path: Path = typer.Argument(..., help="a synthetic set: .pt tensor file or a folder of PNGs per class"),
     budget: Budget = typer.Option(Budget.cpu, help="evaluation epochs and seeds: smoke, cpu or paper"),
-    eval_epochs: Optional[int] = typer.Option(None, help="SAM epochs per evaluation model"),
-    eval_seeds: Optional[int] = typer.Option(None, help="number of evaluation models"),
-    data: Optional[str] = typer.Option(None, help="the dataset to score on [env PDD_DATA]"),
+    eval_epochs: int | None = typer.Option(None, help="SAM epochs per evaluation model"),
+    eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
+    data: str | None = typer.Option(None, help="the dataset to score on [env PDD_DATA]"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
     """Evaluate any synthetic set with the trial protocol (SAM training, val and test accuracy)."""
@@ -194,7 +120,8 @@ def evaluate(
     images, labels = load_synthetic(path, (dataset.channels, dataset.image_size, dataset.image_size), dataset.classes)
     if int(labels.max()) >= dataset.num_classes or int(labels.min()) < 0:
         raise PddError(f"synthetic set {path} has labels outside 0..{dataset.num_classes - 1}")
-    split = split_train_val(dataset.train_labels, data_cfg.val_per_class, data_cfg.split_seed)
+    split = split_train_val(dataset.train_labels, data_cfg.val_per_class, data_cfg.split_seed,
+                            classes=dataset.classes)
     val, test = evaluation_splits(dataset, split.val_idx, eval_cfg.max_images, data_cfg.split_seed, target)
     with progress_bars() as progress:
         scored = score(images.to(target), labels.to(target), eval_cfg, ModelConfig(), dataset.num_classes,
@@ -209,9 +136,9 @@ def evaluate(
 def teacher_train(
     out: Path = typer.Option(Path("teachers/teacher.pt"), help="where to save the checkpoint"),
     budget: Budget = typer.Option(Budget.cpu, help="epochs: smoke, cpu or paper"),
-    epochs: Optional[int] = typer.Option(None, help="training epochs (overrides the budget)"),
-    weight_decay: Optional[float] = typer.Option(None, help="weight decay (sets the KKT multipliers' scale)"),
-    data: Optional[str] = typer.Option(None, help="cifar10, an ImageFolder dir or an archive of one [env PDD_DATA]"),
+    epochs: int | None = typer.Option(None, help="training epochs (overrides the budget)"),
+    weight_decay: float | None = typer.Option(None, help="weight decay (sets the KKT multipliers' scale)"),
+    data: str | None = typer.Option(None, help="cifar10, an ImageFolder dir or an archive of one [env PDD_DATA]"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
     """Train the edge-model teacher on the train split (validation held out); resumes if interrupted."""
@@ -247,38 +174,3 @@ def teacher_show(path: Path = typer.Argument(..., help="a teacher checkpoint")) 
     for key, value in meta.items():
         table.add_row(key, str(value))
     console.print(table)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: every failure becomes one line on stderr and a non-zero exit code."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    try:
-        result = typer.main.get_command(app).main(args=argv, prog_name="pdd", standalone_mode=False)
-        return result if isinstance(result, int) else 0
-    except typer.Exit as done:
-        return done.exit_code
-    except typer.TyperException as error:  # bad flags and arguments (typer's vendored click errors)
-        err.print(f"pdd: error: {error.format_message()}", markup=False)
-        return 2
-    except typer.Abort:
-        err.print("pdd: interrupted; run the same command again to resume", markup=False)
-        return 130
-    except ValidationError as error:
-        err.print(f"pdd: error: invalid config: {format_validation_error(error)}", markup=False)
-        return 2
-    except PddError as error:
-        err.print(f"pdd: error: {error}", markup=False)
-        return 2
-    except KeyboardInterrupt:
-        err.print("pdd: interrupted; run the same command again to resume", markup=False)
-        return 130
-    except Exception as error:  # the last line of defence: no traceback unless asked for
-        if os.environ.get("PDD_DEBUG"):
-            traceback.print_exc()
-        err.print(f"pdd: internal error: {type(error).__name__}: {error} (PDD_DEBUG=1 shows the traceback)",
-                  markup=False)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
