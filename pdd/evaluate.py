@@ -8,6 +8,7 @@ Model k is initialised, shuffled and augmented from its own generator seeded eva
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,14 @@ class Scored:
     seeds: list[int]
     val: list[float]
     test: list[float]
+
+    def summary(self) -> dict[str, float]:
+        return {"val_mean": statistics.fmean(self.val), "val_std": _std(self.val),
+                "test_mean": statistics.fmean(self.test), "test_std": _std(self.test)}
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def train_on_synthetic(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cfg: ModelConfig,

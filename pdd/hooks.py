@@ -6,6 +6,7 @@ tune.Checkpoint, and tests with the in-memory versions below. Core modules never
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,7 +49,8 @@ class MemoryStore:
         return self.states.get(name)
 
     def save(self, name: str, state: dict[str, Any]) -> None:
-        self.states[name] = state
+        # A snapshot, as a file would be: optimiser state dicts hold references to live buffers.
+        self.states[name] = copy.deepcopy(state)
 
 
 class DirStore:

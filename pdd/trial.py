@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -23,13 +22,14 @@ from typing import Any
 import torch
 
 from pdd import __version__
-from pdd.config import TrialConfig
+from pdd.config import DataConfig, EvalConfig, TrialConfig
 from pdd.data import ImageDataset, load_dataset, normalize, practical_subset, split_train_val
 from pdd.distill import Problem
 from pdd.errors import DivergedError, PddError, TeacherError
-from pdd.evaluate import score
-from pdd.hooks import CheckpointStore, DirStore, NullReporter, Reporter
+from pdd.evaluate import Scored, score
+from pdd.hooks import CheckpointStore, DirStore, MemoryStore, NullReporter, Reporter
 from pdd.methods import METHODS
+from pdd.models import ModelConfig
 from pdd.results import final_losses_json, read_row, write_row
 from pdd.synthetic import save_grid, save_synthetic
 from pdd.teacher import load_teacher
@@ -152,13 +152,10 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
     (artifacts / "history.json").write_text(json.dumps(distilled.history))
 
     began = time.perf_counter()
-    val, test = evaluation_splits(dataset, split.val_idx, cfg.eval.max_images, cfg.data.split_seed, device)
-    scored = score(distilled.images, distilled.labels, cfg.eval, cfg.model, dataset.num_classes, val, test,
-                   options.reporter, problem.store)
-    row |= {
+    scored = score_on_dataset(distilled.images, distilled.labels, cfg.eval, cfg.model, cfg.data, dataset, device,
+                              options.reporter, problem.store)
+    row |= scored.summary() | {
         "status": "ok", "eval_seeds": scored.seeds, "val_acc": scored.val, "test_acc": scored.test,
-        "val_mean": statistics.fmean(scored.val), "val_std": _std(scored.val),
-        "test_mean": statistics.fmean(scored.test), "test_std": _std(scored.test),
         "final_losses": final_losses_json(distilled.final), "synthetic_path": str(synthetic_path),
         "seconds_load": seconds_load, "seconds_distill": seconds_distill,
         "seconds_evaluate": time.perf_counter() - began,
@@ -167,6 +164,16 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
 
 
 Labelled = tuple[torch.Tensor, torch.Tensor]
+
+
+def score_on_dataset(images: torch.Tensor, labels: torch.Tensor, eval_cfg: EvalConfig, model_cfg: ModelConfig,
+                     data_cfg: DataConfig, dataset: ImageDataset, device: torch.device,
+                     reporter: Reporter | None = None, store: CheckpointStore | None = None) -> Scored:
+    """The evaluation protocol on this dataset's validation split and test set; `pdd evaluate` uses it too."""
+    split = split_train_val(dataset.train_labels, data_cfg.val_per_class, data_cfg.split_seed, classes=dataset.classes)
+    val, test = evaluation_splits(dataset, split.val_idx, eval_cfg.max_images, data_cfg.split_seed, device)
+    return score(images.to(device), labels.to(device), eval_cfg, model_cfg, dataset.num_classes, val, test,
+                 reporter or NullReporter(), store or MemoryStore())
 
 
 def evaluation_splits(dataset: ImageDataset, val_idx: torch.Tensor, max_images: int | None, seed: int,
@@ -182,10 +189,6 @@ def evaluation_splits(dataset: ImageDataset, val_idx: torch.Tensor, max_images: 
 
     return (take(dataset.train_images[val_idx], dataset.train_labels[val_idx]),
             take(dataset.test_images, dataset.test_labels))
-
-
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _finish(results: Path, row: dict[str, Any]) -> dict[str, Any]:

@@ -133,3 +133,19 @@ def test_a_smoke_trial_from_the_command_line(capsys, smoke_args):
     out = capsys.readouterr().out
     assert code == 0
     assert "test accuracy" in out and "val accuracy" in out
+
+
+def test_evaluate_scores_a_folder_of_pngs_made_elsewhere(capsys, cifar_slice, tmp_path):
+    from PIL import Image
+
+    for label, name in enumerate(["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                  "truck"]):
+        folder = tmp_path / "pngs" / (name if label % 2 else str(label))  # class names or indices both work
+        folder.mkdir(parents=True)
+        pixels = torch.randint(0, 255, (32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(label))
+        Image.fromarray(pixels.numpy()).save(folder / "0.png")
+    code = main(["evaluate", str(tmp_path / "pngs"), "--budget", "smoke", "--data", str(cifar_slice),
+                 "--val-per-class", "5"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "test" in out and "over 2 models" in out

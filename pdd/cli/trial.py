@@ -102,33 +102,27 @@ def evaluate(
     eval_epochs: int | None = typer.Option(None, help="SAM epochs per evaluation model"),
     eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
     data: str | None = typer.Option(None, help="the dataset to score on [env PDD_DATA]"),
+    val_per_class: int | None = typer.Option(None, help="validation images per class (as the trial used)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
     """Evaluate any synthetic set with the trial protocol (SAM training, val and test accuracy)."""
-    import statistics
-
-    from pdd.data import split_train_val
-    from pdd.evaluate import score
     from pdd.models import ModelConfig
     from pdd.synthetic import load_synthetic
-    from pdd.trial import cached_dataset, evaluation_splits, resolve_device
+    from pdd.trial import cached_dataset, resolve_device, score_on_dataset
 
     eval_cfg = EvalConfig.model_validate(merged({"budget": budget.value}, epochs=eval_epochs, seeds=eval_seeds))
-    data_cfg = DataConfig.model_validate(merged({}, source=data))
+    data_cfg = DataConfig.model_validate(merged({}, source=data, val_per_class=val_per_class))
     target = resolve_device(device)
     dataset = cached_dataset(data_cfg.source)
     images, labels = load_synthetic(path, (dataset.channels, dataset.image_size, dataset.image_size), dataset.classes)
     if int(labels.max()) >= dataset.num_classes or int(labels.min()) < 0:
         raise PddError(f"synthetic set {path} has labels outside 0..{dataset.num_classes - 1}")
-    split = split_train_val(dataset.train_labels, data_cfg.val_per_class, data_cfg.split_seed,
-                            classes=dataset.classes)
-    val, test = evaluation_splits(dataset, split.val_idx, eval_cfg.max_images, data_cfg.split_seed, target)
     with progress_bars() as progress:
-        scored = score(images.to(target), labels.to(target), eval_cfg, ModelConfig(), dataset.num_classes,
-                       val, test, RichReporter(progress))
-    sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
-    console.print(f"{path}: val {statistics.fmean(scored.val):.2f} ± {sd(scored.val):.2f}, "
-                  f"test {statistics.fmean(scored.test):.2f} ± {sd(scored.test):.2f} "
+        scored = score_on_dataset(images, labels, eval_cfg, ModelConfig(), data_cfg, dataset, target,
+                                  RichReporter(progress))
+    stats = scored.summary()
+    console.print(f"{path}: val {stats['val_mean']:.2f} ± {stats['val_std']:.2f}, "
+                  f"test {stats['test_mean']:.2f} ± {stats['test_std']:.2f} "
                   f"over {len(scored.seeds)} models ({budget.value} budget)")
 
 
