@@ -95,6 +95,8 @@ class TrialConfig(Strict):
         "auto", description="initial KKT multiplier; auto = 1/(teacher weight decay * synthetic images)")
     lr_lambda: float = Field(0.1, gt=0, description="Adam learning rate of the multipliers' free parameters")
     dsa: bool = True
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: real-image embeddings under bfloat16 autocast; fp32: the plain path")
 
     # seeds: every source of randomness has its own, and all are recorded
     seed: int = Field(0, ge=0, description="distillation: noise init, DSA draws, random embedders")

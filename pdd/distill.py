@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from pdd import augment, losses
 from pdd.errors import DivergedError
-from pdd.hooks import CheckpointStore, MemoryStore, NullReporter, Reporter
+from pdd.hooks import CheckpointStore, MemoryStore, NullReporter, NullTimer, Reporter, SectionTimer
 from pdd.models import build_model, reset_parameters
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ class Problem:
     reporter: Reporter = field(default_factory=NullReporter)
     store: CheckpointStore = field(default_factory=MemoryStore)
     checkpoint_every: int = 100
+    timer: SectionTimer | NullTimer = field(default_factory=NullTimer)
 
     @property
     def device(self) -> torch.device:
@@ -103,20 +104,23 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
     real_by_class = [torch.nonzero(problem.real_labels == c).squeeze(1) for c in range(problem.num_classes)]
     teacher_params = [p for p in problem.teacher.parameters()] if terms.dkkt else []
 
+    dm_weight = cfg.gamma if terms.dkkt else 1.0  # eq. 5 weighs DM by gamma; DM alone is plain eq. 2
+    timer = problem.timer
     problem.reporter.start(name, cfg.iterations)
     metrics: dict[str, float] = {}
     for iteration in range(start, cfg.iterations):
         lambdas = scale * F.softplus(free_lambdas)
         parts: dict[str, Tensor] = {}
         if terms.dkkt:
-            logits = problem.teacher(images)
-            parts["primal"] = losses.l_primal(logits, labels)
-            parts["stat"] = losses.l_stat(teacher_params, logits, labels, lambdas, cfg.distance)
+            with timer.section("dkkt"):
+                logits = problem.teacher(images)
+                parts["primal"] = losses.l_primal(logits, labels)
+                parts["stat"] = losses.l_stat(teacher_params, logits, labels, lambdas, cfg.distance)
         if terms.dm:
             parts["dm"] = _dm_term(problem, embedder, real_by_class, images, labels, generator)
         zero = images.new_zeros(())
         total = losses.l_total(parts.get("primal", zero), parts.get("stat", zero), parts.get("dm", zero),
-                               cfg.alpha, cfg.gamma)
+                               cfg.alpha, dm_weight)
         metrics = {f"loss_{k}": v.item() for k, v in parts.items()} | {"loss_total": total.item()}
         if not all(math.isfinite(v) for v in metrics.values()):
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
@@ -124,11 +128,18 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
 
         opt_images.zero_grad(set_to_none=True)
         opt_lambdas.zero_grad(set_to_none=True)
+        # One backward per term group sums to the gradient of L_total and lets the benchmark attribute time;
         # inputs= keeps gradients out of the frozen teacher's parameters.
-        total.backward(inputs=[images, free_lambdas] if terms.dkkt else [images])
-        opt_images.step()
+        if terms.dm:
+            with timer.section("synthetic"):
+                (dm_weight * parts["dm"]).backward(inputs=[images])
         if terms.dkkt:
-            opt_lambdas.step()
+            with timer.section("dkkt"):
+                (parts["primal"] + cfg.alpha * parts["stat"]).backward(inputs=[images, free_lambdas])
+        with timer.section("step"):
+            opt_images.step()
+            if terms.dkkt:
+                opt_lambdas.step()
 
         done = iteration + 1
         if terms.dkkt:
@@ -161,17 +172,25 @@ def _embedder(problem: Problem) -> nn.Module:
 def _dm_term(problem: Problem, embedder: nn.Module, real_by_class: list[Tensor], images: Tensor,
              labels: Tensor, generator: torch.Generator) -> Tensor:
     """One DM step's loss with a fresh random embedder and one DSA draw shared by T' and S per class."""
-    cfg = problem.cfg
-    reset_parameters(embedder, generator)
-    picks = [idx[torch.randperm(len(idx), generator=generator)[: cfg.batch_real].to(idx.device)]
-             for idx in real_by_class]
-    real_idx = torch.cat(picks)
-    real, real_labels = problem.real[real_idx], problem.real_labels[real_idx]
-    if cfg.dsa:
-        # One transform kind per iteration, one parameter set per class, shared by real and synthetic images.
-        transform = augment.sample_transform(generator, problem.num_classes, real.shape[-1])
-        real = augment.apply_transform(real, transform, group=real_labels)
-        images = augment.apply_transform(images, transform, group=labels)
-    with torch.no_grad():
-        real_features = embedder.embed(real)
-    return losses.l_dm(real_features, real_labels, embedder.embed(images), labels, problem.num_classes)
+    cfg, timer = problem.cfg, problem.timer
+    with timer.section("augment"):
+        reset_parameters(embedder, generator)
+        picks = [idx[torch.randperm(len(idx), generator=generator)[: cfg.batch_real].to(idx.device)]
+                 for idx in real_by_class]
+        real_idx = torch.cat(picks)
+        real, real_labels = problem.real[real_idx], problem.real_labels[real_idx]
+        if cfg.dsa:
+            # One transform kind per iteration, one parameter set per class, shared by real and synthetic images.
+            transform = augment.sample_transform(generator, problem.num_classes, real.shape[-1])
+            real = augment.apply_transform(real, transform, group=real_labels)
+            images = augment.apply_transform(images, transform, group=labels)
+    with timer.section("embed_real"), torch.no_grad(), _autocast(cfg.precision, real.device):
+        real_features = embedder.embed(real).float()
+    with timer.section("synthetic"):
+        syn_features = embedder.embed(images)
+    return losses.l_dm(real_features, real_labels, syn_features, labels, problem.num_classes)
+
+
+def _autocast(precision: str, device: torch.device):
+    """bf16 for the real-image embeddings only: they carry no gradient, so rounding there cannot bias S's update."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -7,6 +7,10 @@ tune.Checkpoint, and tests with the in-memory versions below. Core modules never
 from __future__ import annotations
 
 import copy
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -71,3 +75,32 @@ class DirStore:
     def save(self, name: str, state: dict[str, Any]) -> None:
         with atomic_path(self.directory / f"{name}.ckpt") as tmp:
             torch.save(state, tmp)
+
+
+class NullTimer:
+    def section(self, name: str) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+class SectionTimer:
+    """Wall time per named section of a loop, summed: the benchmark's breakdown of an iteration.
+
+    CUDA work is asynchronous, so each boundary synchronises; that costs time, which is why only the
+    benchmark uses this and trials use NullTimer.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        self.seconds[name] += time.perf_counter() - start
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

@@ -63,3 +63,12 @@ def test_every_method_returns_ipc_images_per_class(name):
     made = METHODS[name].make(problem)
     assert made.images.shape == (3, 3, 16, 16) and made.labels.tolist() == [0, 1, 2]
     assert torch.isfinite(made.images).all()
+
+
+def test_dm_alone_is_unweighted_and_pdd_weighs_its_terms_as_eq_5():
+    dm = METHODS["dm"].make(tiny_problem(1, method="dm"))
+    assert dm.final["loss_total"] == pytest.approx(dm.final["loss_dm"])
+    problem = tiny_problem(1, alpha=0.3, gamma=0.02)
+    pdd = METHODS["pdd"].make(problem)
+    expected = pdd.final["loss_primal"] + 0.3 * pdd.final["loss_stat"] + 0.02 * pdd.final["loss_dm"]
+    assert pdd.final["loss_total"] == pytest.approx(expected, rel=1e-5)
