@@ -1,0 +1,202 @@
+"""Speed benchmark: where a trial's time goes, next to what this machine could do at best.
+
+    pdd bench --out benchmarks/cpu.json            # all sections, medians after a warm-up, one process
+
+Distillation runs the real loop (pdd.distill) on random tensors with a random teacher: speed does not
+depend on pixel values or weights. Each figure is the median of several repeats after a warm-up. The
+ceiling is the FLOPs a step needs, counted from the layer shapes, over this machine's matrix-multiply rate
+measured in the same run. FLOP counts use the usual rules: a backward pass costs twice its forward when it
+computes weight and input gradients, once when only input gradients are needed, and the double backward
+of L_stat about twice the first backward.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from pdd.config import EvalConfig, TrialConfig
+from pdd.distill import Problem, Terms, distill
+from pdd.evaluate import SAM, accuracy
+from pdd.hooks import SectionTimer
+from pdd.methods import synthetic_labels
+from pdd.models import ModelConfig, build_model
+
+SETTINGS: list[tuple[int, int | None]] = [(1, 10), (1, 50), (10, 50), (10, None)]
+TERMS = {"dm": Terms(dkkt=False, dm=True), "pdd": Terms(dkkt=True, dm=True)}
+SHARES = {"augment": "augmentation", "embed_real": "real embedding", "synthetic": "synthetic fwd/bwd",
+          "dkkt": "DKKT terms", "step": "optimiser step"}
+NUM_CLASSES, CHANNELS, SIZE = 10, 3, 32
+POOL_AT_ALL = 500  # real images per class held at pipc "all"; 256 are drawn per iteration either way
+
+
+@dataclass(frozen=True)
+class Options:
+    device: torch.device
+    precision: str = "fp32"
+    iterations: int = 6
+    warmup: int = 2
+
+
+def median_ms(run: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def forward_flops(model_cfg: ModelConfig) -> tuple[float, float]:
+    """(embedding, classifier) multiply-add FLOPs of one forward pass of one image."""
+    flops, channels, size = 0.0, CHANNELS, SIZE
+    for _ in range(model_cfg.depth):
+        flops += 2 * channels * model_cfg.width * 9 * size * size
+        channels, size = model_cfg.width, size // 2
+    return flops, 2 * channels * size * size * NUM_CLASSES
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 1024) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    ms = median_ms(lambda: _synced(device, lambda: a @ b), repeats=10, warmup=2)
+    return 2 * n**3 / ms / 1e6
+
+
+def _synced(device: torch.device, run: Callable[[], Any]) -> Any:
+    out = run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out
+
+
+class _Stamps:
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def start(self, phase: str, total: int) -> None:
+        self.times = [time.perf_counter()]
+
+    def update(self, phase: str, done: int, metrics: dict[str, float]) -> None:
+        self.times.append(time.perf_counter())
+
+
+def bench_distill(method: str, ipc: int, pipc: int | None, opts: Options) -> dict[str, Any]:
+    generator = torch.Generator().manual_seed(0)
+    per_class = pipc or POOL_AT_ALL
+    real = torch.randn(NUM_CLASSES * per_class, CHANNELS, SIZE, SIZE, generator=generator).to(opts.device)
+    cfg = TrialConfig(method=method, ipc=ipc, pipc=pipc, init="noise", budget="smoke",
+                      iterations=opts.warmup + opts.iterations, precision=opts.precision)
+    teacher = build_model(cfg.model, CHANNELS, NUM_CLASSES, SIZE, generator).to(opts.device).eval()
+    stamps, timer = _Stamps(), SectionTimer(opts.device)
+    problem = Problem(cfg=cfg, real=real, real_labels=torch.arange(NUM_CLASSES, device=opts.device).repeat_interleave(
+        per_class), num_classes=NUM_CLASSES, teacher=teacher, teacher_weight_decay=5e-4, reporter=stamps,
+        checkpoint_every=10**9, timer=timer)
+    images = torch.randn(NUM_CLASSES * ipc, CHANNELS, SIZE, SIZE, generator=generator)
+    distill(problem, TERMS[method], images, synthetic_labels(NUM_CLASSES, ipc, opts.device), method)
+    steps = [b - a for a, b in zip(stamps.times, stamps.times[1:], strict=False)][opts.warmup:]
+    sections = sum(timer.seconds.values())
+    n_syn, n_real = NUM_CLASSES * ipc, NUM_CLASSES * min(per_class, cfg.batch_real)
+    embed, head = forward_flops(cfg.model)
+    flops = n_real * embed + 2 * n_syn * embed  # real forward; synthetic forward + input-gradient backward
+    if TERMS[method].dkkt:
+        flops += 7 * n_syn * (embed + head)  # forward, backward with create_graph, double backward
+    ms = 1000 * statistics.median(steps)
+    return {"method": method, "ipc": ipc, "pipc": "all" if pipc is None else pipc, "ms_per_iteration": ms,
+            "shares": {SHARES[k]: v / sections for k, v in timer.seconds.items()},
+            "gflop_per_iteration": flops / 1e9, "achieved_gflops": flops / ms / 1e6}
+
+
+def bench_sam_step(ipc: int, opts: Options) -> dict[str, Any]:
+    cfg = EvalConfig(budget="smoke")
+    batch = min(cfg.batch, NUM_CLASSES * ipc)
+    generator = torch.Generator().manual_seed(0)
+    model = build_model(ModelConfig(), CHANNELS, NUM_CLASSES, SIZE, generator).to(opts.device)
+    base = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sam = SAM(list(model.parameters()), base, cfg.rho)
+    x = torch.randn(batch, CHANNELS, SIZE, SIZE, generator=generator).to(opts.device)
+    y = torch.arange(batch, device=opts.device) % NUM_CLASSES
+
+    def step() -> None:
+        F.cross_entropy(model(x), y).backward()
+        sam.first_step()
+        base.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        sam.second_step()
+        base.zero_grad(set_to_none=True)
+
+    ms = median_ms(lambda: _synced(opts.device, step), repeats=opts.iterations, warmup=opts.warmup)
+    flops = 6 * batch * sum(forward_flops(ModelConfig()))  # two forward + two full backward passes
+    return {"ipc": ipc, "batch": batch, "ms_per_step": ms, "gflop_per_step": flops / 1e9,
+            "achieved_gflops": flops / ms / 1e6}
+
+
+def bench_test_pass(opts: Options, images: int = 4000) -> dict[str, Any]:
+    generator = torch.Generator().manual_seed(0)
+    model = build_model(ModelConfig(), CHANNELS, NUM_CLASSES, SIZE, generator).to(opts.device)
+    pixels = torch.randint(0, 256, (images, CHANNELS, SIZE, SIZE), dtype=torch.uint8, generator=generator)
+    pixels, labels = pixels.to(opts.device), torch.zeros(images, dtype=torch.long, device=opts.device)
+    ms = median_ms(lambda: accuracy(model, pixels, labels), repeats=3)
+    flops = images * sum(forward_flops(ModelConfig()))
+    return {"images_per_second": images / ms * 1000, "achieved_gflops": flops / ms / 1e6}
+
+
+def bench_startup(source: str, teacher: Path | None, opts: Options) -> dict[str, float]:
+    """Seconds from run_trial's start to its first distillation iteration, warm caches and cold ones."""
+    import os
+
+    from pdd import trial as trial_module
+
+    def first_iteration_seconds(cache: str) -> float:
+        previous = os.environ.get("PDD_CACHE")
+        os.environ["PDD_CACHE"] = cache
+        trial_module.cached_dataset.cache_clear()
+        stamps = _Stamps()
+        cfg = TrialConfig(method="pdd" if teacher else "dm", ipc=1, pipc=10, budget="smoke", iterations=1,
+                          data={"source": source})
+        with tempfile.TemporaryDirectory() as results:
+            start = time.perf_counter()
+            try:
+                trial_module.run_trial(cfg, trial_module.TrialOptions(
+                    results=Path(results), teacher=teacher, device=str(opts.device), reporter=stamps))
+            finally:
+                if previous is None:
+                    os.environ.pop("PDD_CACHE", None)
+                else:
+                    os.environ["PDD_CACHE"] = previous
+                trial_module.cached_dataset.cache_clear()
+        return stamps.times[1] - start
+
+    with tempfile.TemporaryDirectory() as cold_cache:
+        cold = first_iteration_seconds(cold_cache)
+        warm = first_iteration_seconds(cold_cache)
+    return {"cold_seconds": cold, "warm_seconds": warm}
+
+
+def run(opts: Options, data: str | None = None, teacher: Path | None = None) -> dict[str, Any]:
+    """Every section; start-up only when a dataset is given (it decodes the real data once, cold)."""
+    report: dict[str, Any] = {
+        "device": str(opts.device), "precision": opts.precision, "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "matmul_gflops": {"fp32": matmul_gflops(opts.device, torch.float32),
+                          "bf16": matmul_gflops(opts.device, torch.bfloat16)},
+        "distill": [bench_distill(m, ipc, pipc, opts) for ipc, pipc in SETTINGS for m in TERMS],
+        "sam_step": [bench_sam_step(ipc, opts) for ipc in (1, 10, 50)],
+        "test_pass": bench_test_pass(opts),
+    }
+    if data is not None:
+        report["startup"] = bench_startup(data, teacher, opts)
+    ceiling = report["matmul_gflops"]["fp32"]
+    for row in report["distill"] + report["sam_step"] + [report["test_pass"]]:
+        row["fraction_of_ceiling"] = row["achieved_gflops"] / ceiling
+    return report

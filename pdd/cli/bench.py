@@ -1,0 +1,63 @@
+"""`pdd bench`: the speed benchmark as a table, and as JSON for the record.
+
+    pdd bench --out benchmarks/cpu.json --data ../shared/datasets/cifar10-jpeg.tar.gz
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from pdd.cli.common import app, console
+from pdd.io import atomic_path
+
+
+@app.command()
+def bench(
+    out: Path | None = typer.Option(None, help="write the results as JSON here"),
+    precision: str = typer.Option("fp32", help="fp32 (plain) or bf16 (real-image embeddings in bfloat16)"),
+    iterations: int = typer.Option(6, min=1, help="timed repeats per figure (after a warm-up)"),
+    data: str | None = typer.Option(None, help="also time trial start-up, cold and warm, on this dataset"),
+    teacher: Path | None = typer.Option(None, help="a teacher for the start-up timing (else a dm trial)"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+) -> None:
+    """Time distillation, evaluation and start-up; compare each step with this machine's FLOP ceiling."""
+    from pdd import bench as benchmark
+    from pdd.config import TrialConfig
+    from pdd.trial import resolve_device
+
+    TrialConfig(precision=precision)  # validates the flag with the config's own rule
+    report = benchmark.run(benchmark.Options(resolve_device(device), precision, iterations), data, teacher)
+    print_report(report)
+    if out is not None:
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
+        console.print(f"wrote {out}")
+
+
+def print_report(report: dict) -> None:
+    rates = report["matmul_gflops"]
+    console.print(f"{report['device']}, {report['threads']} threads, torch {report['torch']}, "
+                  f"precision {report['precision']}; matmul {rates['fp32']:.0f} GFLOP/s fp32, "
+                  f"{rates['bf16']:.0f} GFLOP/s bf16")
+    distill = Table("method", "ipc", "pipc", "ms/iter", "GFLOP/iter", "of ceiling", "where the time goes",
+                    title="Distillation")
+    for row in report["distill"]:
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted(row["shares"].items(), key=lambda kv: -kv[1]))
+        distill.add_row(row["method"], str(row["ipc"]), str(row["pipc"]), f"{row['ms_per_iteration']:.0f}",
+                        f"{row['gflop_per_iteration']:.1f}", f"{row['fraction_of_ceiling']:.0%}", shares)
+    console.print(distill)
+    evaluation = Table("ipc", "batch", "ms/SAM step", "GFLOP/step", "of ceiling", title="Evaluation")
+    for row in report["sam_step"]:
+        evaluation.add_row(str(row["ipc"]), str(row["batch"]), f"{row['ms_per_step']:.1f}",
+                           f"{row['gflop_per_step']:.2f}", f"{row['fraction_of_ceiling']:.0%}")
+    console.print(evaluation)
+    test = report["test_pass"]
+    console.print(f"test pass: {test['images_per_second']:.0f} images/s ({test['fraction_of_ceiling']:.0%} of ceiling)")
+    if "startup" in report:
+        start = report["startup"]
+        console.print(f"trial start-up to first iteration: {start['warm_seconds']:.2f} s warm, "
+                      f"{start['cold_seconds']:.1f} s cold")
