@@ -50,6 +50,7 @@ SCHEMA = pa.schema([
     ("test_mean", pa.float64()),
     ("test_std", pa.float64()),
     ("final_losses", pa.string()),      # JSON: last iteration's loss terms and mean lambda
+    ("teacher_agreement", pa.float64()),  # share of S the teacher assigns to its own class (primal feasibility)
     ("seconds_load", pa.float64()),
     ("seconds_distill", pa.float64()),
     ("seconds_evaluate", pa.float64()),

@@ -144,6 +144,8 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
         return _finish(options.results, row)
     seconds_distill = time.perf_counter() - began
 
+    if teacher is not None:
+        row["teacher_agreement"] = teacher_agreement(teacher, distilled.images, distilled.labels)
     synthetic_path = artifacts / "synthetic.pt"
     save_synthetic(synthetic_path, distilled.images, distilled.labels,
                    {"trial_id": tid, "config": cfg.model_dump(mode="json"), "classes": list(dataset.classes),
@@ -164,6 +166,11 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
 
 
 Labelled = tuple[torch.Tensor, torch.Tensor]
+
+
+@torch.no_grad()
+def teacher_agreement(teacher: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((teacher(images).argmax(1) == labels).float().mean())
 
 
 def score_on_dataset(images: torch.Tensor, labels: torch.Tensor, eval_cfg: EvalConfig, model_cfg: ModelConfig,

@@ -37,6 +37,8 @@ def test_every_method_runs_a_smoke_trial_and_writes_a_row_of_the_schema(method, 
     assert stored["config_hash"] == cfg.hash() and TrialConfig.model_validate_json(stored["config"]) == cfg
     assert stored["dataset_hash"] and stored["git_commit"] and stored["pdd_version"]
     assert (stored["teacher_hash"] is not None) == METHODS[method].needs_teacher(cfg)
+    if stored["teacher_hash"] is not None:
+        assert 0.0 <= stored["teacher_agreement"] <= 1.0
     assert stored["seconds_distill"] >= 0 and stored["seconds_evaluate"] > 0
     synthetic = torch.load(stored["synthetic_path"], weights_only=True)
     assert synthetic["images"].shape == (10, 3, 32, 32) and synthetic["labels"].tolist() == list(range(10))
