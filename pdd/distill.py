@@ -103,6 +103,8 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
     embedder = _embedder(problem) if terms.dm else None
     real_by_class = [torch.nonzero(problem.real_labels == c).squeeze(1) for c in range(problem.num_classes)]
     teacher_params = [p for p in problem.teacher.parameters()] if terms.dkkt else []
+    # L_stat when the weighted gradients vanish (mean |theta*| for l1): where a naive DKKT term stalls.
+    stat_floor = losses.stat_floor(teacher_params, cfg.distance) if terms.dkkt else math.nan
 
     dm_weight = cfg.gamma if terms.dkkt else 1.0  # eq. 5 weighs DM by gamma; DM alone is plain eq. 2
     timer = problem.timer
@@ -144,6 +146,7 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
         done = iteration + 1
         if terms.dkkt:
             metrics["lambda_mean"] = lambdas.mean().item()
+            metrics["stat_floor"] = stat_floor
         if done % max(1, cfg.iterations // 50) == 0 or done == cfg.iterations:
             history.append({"iteration": float(done)} | metrics)
         problem.reporter.update(name, done, metrics)

@@ -73,5 +73,11 @@ def l_stat(params: Sequence[Tensor], logits: Tensor, labels: Tensor, lambdas: Te
     return DISTANCES[distance](theta, -_flatten(grads))
 
 
+def stat_floor(params: Sequence[Tensor], distance: str = "l1") -> float:
+    """L_stat's value when sum_i lambda_i grad L_i is zero: D(theta*, 0)."""
+    theta = _flatten([p.detach() for p in params])
+    return DISTANCES[distance](theta, torch.zeros_like(theta)).item()
+
+
 def l_total(primal: Tensor, stat: Tensor, dm: Tensor, alpha: float, gamma: float) -> Tensor:
     return primal + alpha * stat + gamma * dm

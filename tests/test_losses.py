@@ -100,3 +100,14 @@ def test_l_stat_gradient_wrt_images_and_lambda_matches_finite_differences(distan
 def test_l_total_combines_with_alpha_and_gamma():
     total = losses.l_total(torch.tensor(2.0), torch.tensor(3.0), torch.tensor(100.0), alpha=0.1, gamma=0.01)
     assert total.item() == pytest.approx(2 + 0.3 + 1.0)
+
+
+def test_stat_floor_is_l_stat_with_zero_multipliers():
+    net = tiny_net(4)
+    params = list(net.parameters())
+    images, labels = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1])
+    for distance in losses.DISTANCES:
+        zero = losses.l_stat(params, net(images), labels, torch.zeros(2, dtype=torch.float64), distance)
+        assert losses.stat_floor(params, distance) == pytest.approx(zero.item(), rel=1e-12)
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    assert losses.stat_floor(params, "l1") == pytest.approx(flat.abs().mean().item())
