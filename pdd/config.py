@@ -94,6 +94,8 @@ class TrialConfig(Strict):
     lambda_init: float | Literal["auto"] = Field(
         "auto", description="initial KKT multiplier; auto = 1/(teacher weight decay * synthetic images)")
     lr_lambda: float = Field(0.1, gt=0, description="Adam learning rate of the multipliers' free parameters")
+    manifold_weight: float = Field(
+        0.0, ge=0, description="DSV's manifold term: weight of the DKKT loss on DSA-augmented copies of S (DSV: 5)")
     dsa: bool = True
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: real-image embeddings under bfloat16 autocast; fp32: the plain path")

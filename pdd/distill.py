@@ -118,11 +118,17 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
                 logits = problem.teacher(images)
                 parts["primal"] = losses.l_primal(logits, labels)
                 parts["stat"] = losses.l_stat(teacher_params, logits, labels, lambdas, cfg.distance)
+                if cfg.manifold_weight > 0:
+                    # The DSV paper's manifold condition: augmented copies must satisfy the KKT terms too.
+                    moved = augment.augment(images, generator, siamese=False)
+                    moved_logits = problem.teacher(moved)
+                    parts["manifold"] = losses.l_primal(moved_logits, labels) + cfg.alpha * losses.l_stat(
+                        teacher_params, moved_logits, labels, lambdas, cfg.distance)
         if terms.dm:
             parts["dm"] = _dm_term(problem, embedder, real_by_class, images, labels, generator)
         zero = images.new_zeros(())
         total = losses.l_total(parts.get("primal", zero), parts.get("stat", zero), parts.get("dm", zero),
-                               cfg.alpha, dm_weight)
+                               cfg.alpha, dm_weight) + cfg.manifold_weight * parts.get("manifold", zero)
         metrics = {f"loss_{k}": v.item() for k, v in parts.items()} | {"loss_total": total.item()}
         if not all(math.isfinite(v) for v in metrics.values()):
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
@@ -137,7 +143,8 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
                 (dm_weight * parts["dm"]).backward(inputs=[images])
         if terms.dkkt:
             with timer.section("dkkt"):
-                (parts["primal"] + cfg.alpha * parts["stat"]).backward(inputs=[images, free_lambdas])
+                dkkt = parts["primal"] + cfg.alpha * parts["stat"] + cfg.manifold_weight * parts.get("manifold", zero)
+                dkkt.backward(inputs=[images, free_lambdas])
         with timer.section("step"):
             opt_images.step()
             if terms.dkkt:

@@ -72,3 +72,11 @@ def test_dm_alone_is_unweighted_and_pdd_weighs_its_terms_as_eq_5():
     pdd = METHODS["pdd"].make(problem)
     expected = pdd.final["loss_primal"] + 0.3 * pdd.final["loss_stat"] + 0.02 * pdd.final["loss_dm"]
     assert pdd.final["loss_total"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_manifold_term_adds_the_dkkt_loss_of_augmented_copies():
+    problem = tiny_problem(1, method="dsv", alpha=0.5, manifold_weight=5.0)
+    made = METHODS["dsv"].make(problem)
+    expected = made.final["loss_primal"] + 0.5 * made.final["loss_stat"] + 5.0 * made.final["loss_manifold"]
+    assert made.final["loss_manifold"] > 0
+    assert made.final["loss_total"] == pytest.approx(expected, rel=1e-5)
