@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pdd import __version__
+from pdd import __version__, losses
 from pdd.config import TeacherConfig, config_hash
 from pdd.data import ImageDataset, default_cache_dir, normalize, split_train_val
 from pdd.errors import TeacherError
@@ -87,8 +87,34 @@ def train_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.devic
         "val_accuracy": accuracy(model, *val),
         "test_accuracy": accuracy(model, *test),
         "pdd_version": __version__,
-    }
+    } | stationarity(model, images[:STATIONARITY_IMAGES], labels[:STATIONARITY_IMAGES], cfg.weight_decay)
     return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}
+
+
+STATIONARITY_IMAGES = 5000
+
+
+def stationarity(model: nn.Module, images_uint8: Tensor, labels: Tensor, weight_decay: float,
+                 distance: str = "l1", batch: int = 500) -> dict[str, float]:
+    """How far theta* is from the stationarity the KKT condition assumes, on (a sample of) its training images.
+
+    At a minimum of mean L + wd/2 |theta|^2, theta* = -(1/wd) mean_i grad L_i: 'stationarity_gap' is the
+    distance between the two sides, 'stat_floor' the distance to zero. A gap far below the floor means n
+    synthetic images can, in principle, drive L_stat below the floor too.
+    """
+    params = [p for p in model.parameters()]
+    total = [torch.zeros_like(p) for p in params]
+    model.eval()
+    for start in range(0, len(images_uint8), batch):
+        x = normalize(images_uint8[start:start + batch])
+        loss = F.cross_entropy(model(x), labels[start:start + batch], reduction="sum")
+        for acc, grad in zip(total, torch.autograd.grad(loss, params), strict=True):
+            acc += grad
+    implied = [-(g / len(images_uint8)) / max(weight_decay, 1e-12) for g in total]
+    theta = torch.cat([p.detach().reshape(-1) for p in params])
+    flat = torch.cat([g.reshape(-1) for g in implied])
+    return {"stationarity_gap": losses.DISTANCES[distance](theta, flat).item(),
+            "stat_floor": losses.stat_floor(params, distance)}
 
 
 def _crop_flip(x: Tensor, generator: torch.Generator) -> Tensor:
