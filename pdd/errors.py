@@ -19,3 +19,7 @@ class DivergedError(PddError):
 
 class ResultsError(PddError):
     """A results directory cannot be read: foreign or newer schema, or unreadable files."""
+
+
+class SweepError(PddError):
+    """A sweep file is malformed (the message names its line) or a sweep directory cannot be run or resumed."""

@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from pdd.cli import bench as _bench_commands  # noqa: F401  (importing registers the commands)
+from pdd.cli import report as _report_commands  # noqa: F401
+from pdd.cli import sweep as _sweep_commands  # noqa: F401
 from pdd.cli import trial as _trial_commands  # noqa: F401
 from pdd.cli.common import app
 from pdd.config import format_validation_error
