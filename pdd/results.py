@@ -101,6 +101,9 @@ def read_results(directory: str | Path) -> pa.Table:
         if int(version) != SCHEMA_VERSION:
             raise ResultsError(f"{file} has results schema v{int(version)}; this pdd reads v{SCHEMA_VERSION}"
                                + (" (upgrade pdd)" if int(version) > SCHEMA_VERSION else ""))
+        missing = set(SCHEMA.names) - set(table.column_names)
+        if missing:
+            raise ResultsError(f"{file} lacks columns of results schema v{SCHEMA_VERSION}: {sorted(missing)}")
         tables.append(table.select(SCHEMA.names).cast(SCHEMA))
     return pa.concat_tables(tables)
 

@@ -1,0 +1,176 @@
+"""What one results directory says about each (cell, method): the chosen config, its pooled accuracies, its trials.
+
+A sweep searches each cell × method on validation accuracy (stage "search"), then reruns the best config over
+several subset seeds (stage "confirm"). The report reads the confirm rows; a directory without any (local
+`pdd trial` runs, stage "trial") falls back to the trial rows. Where rows of the read stage hold several configs,
+the one with the best validation accuracy is chosen, so test accuracy never picks anything.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pdd.errors import ResultsError
+from pdd.results import read_results
+
+Row = dict[str, Any]
+CellKey = tuple[int, int | None]  # (ipc, pipc); pipc None = all
+
+SEARCH, CONFIRM, TRIAL = "search", "confirm", "trial"
+STAGE_ORDER = (SEARCH, CONFIRM, TRIAL)
+STAGE_TRIALS = {SEARCH: "search trials", CONFIRM: "confirm trials", TRIAL: "local trials"}
+
+# Column order of the main table: the paper's columns first, then the baselines it does not have.
+LABEL_ORDER = ("DM", "DSV (noise)", "DSV (real)", "PDD", "random", "blend")
+METHOD_LABELS = {"dm": "DM", "pdd": "PDD", "random": "random", "blend": "blend"}
+
+# The fields that tell one config of a cell and method from another; seeds only repeat a config.
+CONFIG_FIELDS = ("budget", "alpha", "gamma", "init")
+
+
+def method_label(method: str, init: str | None) -> str:
+    """The column a row belongs to: its method, except that DSV splits by init, as in the paper."""
+    if method == "dsv":
+        return f"DSV ({init})"
+    return METHOD_LABELS.get(method, method)
+
+
+def stage_trials(stage: str) -> str:
+    return STAGE_TRIALS.get(stage, f"{stage} trials")
+
+
+def cell_order(cell: CellKey) -> tuple[int, bool, int]:
+    ipc, pipc = cell
+    return ipc, pipc is None, pipc or 0
+
+
+def cell_text(cell: CellKey) -> str:
+    ipc, pipc = cell
+    return f"ipc={ipc}, pipc={'all' if pipc is None else pipc}"
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std, as the evaluator reports them (std 0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+@dataclass
+class Outcome:
+    """Every row of one cell and method label, and the ok rows of its chosen config."""
+
+    cell: CellKey
+    label: str
+    rows: list[Row]
+    stage: str          # the stage the chosen config is read from
+    chosen: list[Row]   # empty when no ok row of that stage exists
+
+    @property
+    def test(self) -> list[float]:
+        """All evaluation models' test accuracies of the chosen config, pooled over subset seeds."""
+        return [acc for row in self.chosen for acc in row["test_acc"]]
+
+    @property
+    def val(self) -> list[float]:
+        return [acc for row in self.chosen for acc in row["val_acc"]]
+
+    @property
+    def subset_means(self) -> list[float]:
+        """One test mean per chosen row, i.e. per subset seed: how much the draw of T' moves the result."""
+        return [row["test_mean"] for row in self.chosen]
+
+    @property
+    def search(self) -> list[Row]:
+        return [row for row in self.rows if row["stage"] == SEARCH]
+
+    @property
+    def failed(self) -> list[Row]:
+        return [row for row in self.rows if row["status"] != "ok"]
+
+    @property
+    def config(self) -> Row | None:
+        return self.chosen[0] if self.chosen else None
+
+    def chosen_failures(self) -> list[Row]:
+        """Failed rows of the chosen config in its stage, e.g. one subset seed that diverged."""
+        key = config_key(self.chosen[0]) if self.chosen else None
+        return [row for row in self.failed if row["stage"] == self.stage and config_key(row) == key]
+
+    def missing_reason(self) -> str:
+        """Why this cell and method has no value, in words a reader of the table can act on."""
+        staged = [row for row in self.rows if row["stage"] == self.stage]
+        if staged:
+            return f"all {len(staged)} {stage_trials(self.stage)} failed: {failure_reasons(staged)}"
+        if self.search and self.stage == CONFIRM:
+            failed = sum(row["status"] != "ok" for row in self.search)
+            return f"not confirmed yet: {len(self.search)} search trials, {failed} of them failed"
+        if self.rows:
+            return f"no {stage_trials(self.stage)}, only {len(self.rows)} of other stages"
+        return "no trials of this method in this cell"
+
+
+@dataclass
+class Sweep:
+    directory: Path
+    rows: list[Row]
+    stage: str
+    outcomes: dict[tuple[CellKey, str], Outcome]
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    @property
+    def cells(self) -> list[CellKey]:
+        return sorted({(row["ipc"], row["pipc"]) for row in self.rows}, key=cell_order)
+
+    @property
+    def labels(self) -> list[str]:
+        present = {label for _, label in self.outcomes}
+        return [label for label in LABEL_ORDER if label in present] + sorted(present - set(LABEL_ORDER))
+
+    def outcome(self, cell: CellKey, label: str) -> Outcome:
+        """The outcome of a cell and label, an empty one where the directory has no row for it."""
+        return self.outcomes.get((cell, label)) or Outcome(cell, label, [], self.stage, [])
+
+    def values(self, key: str) -> list[str]:
+        """The distinct values of a column, in order of first appearance."""
+        return list(dict.fromkeys(str(row[key]) for row in self.rows if row[key] is not None))
+
+
+def config_key(row: Row) -> tuple:
+    return tuple(row[name] for name in CONFIG_FIELDS)
+
+
+def failure_reasons(rows: list[Row], limit: int = 160) -> str:
+    reasons = dict.fromkeys((row["reason"] or "no reason recorded")[:limit] for row in rows if row["status"] != "ok")
+    return "; ".join(reasons)
+
+
+def load_sweep(directory: str | Path) -> Sweep:
+    """Read a results directory and choose, per cell and method, the config the main table reports."""
+    directory = Path(directory)
+    rows = sorted(read_results(directory).to_pylist(), key=lambda row: row["trial_id"])
+    if not rows:
+        raise ResultsError(f"no results in {directory} (no .parquet files)")
+    stage = CONFIRM if any(row["stage"] == CONFIRM for row in rows) else TRIAL
+    grouped: dict[tuple[CellKey, str], list[Row]] = defaultdict(list)
+    for row in rows:
+        grouped[(row["ipc"], row["pipc"]), method_label(row["method"], row["init"])].append(row)
+    outcomes = {key: Outcome(key[0], key[1], group, stage, choose(group, stage)) for key, group in grouped.items()}
+    return Sweep(directory, rows, stage, outcomes)
+
+
+def choose(rows: list[Row], stage: str) -> list[Row]:
+    """The ok (and scored) rows of the stage's config with the best pooled validation accuracy."""
+    configs: dict[tuple, list[Row]] = defaultdict(list)
+    for row in rows:
+        if row["stage"] == stage and row["status"] == "ok" and row["val_acc"] and row["test_acc"]:
+            configs[config_key(row)].append(row)
+    if not configs:
+        return []
+    best = max(configs.values(), key=lambda group: statistics.fmean(acc for row in group for acc in row["val_acc"]))
+    return sorted(best, key=lambda row: row["subset_seed"])

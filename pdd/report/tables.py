@@ -1,0 +1,141 @@
+"""The report's tables as format-neutral cells: Table 1's layout, the chosen configs, and the trials per cell."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from pdd.paper import TRAIN_IMAGES_PER_CLASS, paper_value
+from pdd.report.model import Footnotes, Table, TableCell
+from pdd.report.outcomes import STAGE_ORDER, CellKey, Outcome, Sweep, failure_reasons, mean_std, stage_trials
+
+DASH = "—"
+
+# A value to set beside ours: (whose, mean), or None where there is none.
+Reference = Callable[[CellKey, str], tuple[str, float] | None]
+
+
+def paper_reference(cell: CellKey, label: str) -> tuple[str, float] | None:
+    value = paper_value(cell[0], cell[1], label)
+    return None if value is None else ("paper", value[0])
+
+
+def sweep_reference(base: Sweep) -> Reference:
+    """Another sweep's values as the reference, for `pdd report A B`."""
+    def reference(cell: CellKey, label: str) -> tuple[str, float] | None:
+        test = base.outcome(cell, label).test
+        return (base.name, round(mean_std(test)[0], 2)) if test else None
+    return reference
+
+
+def main_table(sweep: Sweep, reference: Reference, footnotes: Footnotes, table_id: str, title: str) -> Table:
+    """Rows ipc × pipc, a column per method; mean ± std of test accuracy, the best of each row in bold."""
+    datasets = sweep.values("dataset_name")
+    rows = []
+    for cell in sweep.cells:
+        outcomes = [sweep.outcome(cell, label) for label in sweep.labels]
+        # Compare what is shown: two methods that print the same mean are both best.
+        best = max((round(mean_std(o.test)[0], 2) for o in outcomes if o.test), default=None)
+        rows.append([*cell_heads(cell), ratio_cell(cell[1], datasets),
+                     *(accuracy_cell(outcome, best, reference, footnotes) for outcome in outcomes)])
+    caption = (f"Test accuracy (%) of the chosen config: mean ± std over all its evaluation models "
+               f"({sweep.stage} stage). Bold: the best of the row.")
+    return Table(table_id, title, ["ipc", "pipc", "ratio %", *sweep.labels], rows, caption)
+
+
+def accuracy_cell(outcome: Outcome, best: float | None, reference: Reference, footnotes: Footnotes) -> TableCell:
+    if not outcome.test:
+        return missing(outcome, footnotes)
+    mean, std = mean_std(outcome.test)
+    shown = round(mean, 2)
+    failed = outcome.chosen_failures()
+    tried = len(failed) + len(outcome.chosen)
+    notes = [footnotes.add(f"{len(failed)} of the chosen config's {tried} {stage_trials(outcome.stage)} failed (left "
+                           f"out of the mean): {failure_reasons(failed)}")] if failed else []
+    ref = reference(outcome.cell, outcome.label)
+    note = "" if ref is None else f"{ref[0]} {ref[1]:.2f}, Δ {round(shown - ref[1], 2) or 0.0:+.2f}"
+    return TableCell(f"{mean:.2f} ± {std:.2f}", bold=shown == best, note=note, footnotes=notes, sort=mean)
+
+
+def configs_table(sweep: Sweep, footnotes: Footnotes, table_id: str) -> Table:
+    """Per cell and method: how many Optuna trials searched, the chosen α, γ and init, and what they scored."""
+    headers = ["ipc", "pipc", "method", "Optuna trials", "α", "γ", "init", "val acc %", "test over subset seeds"]
+    rows = []
+    for cell in sweep.cells:
+        for label in sweep.labels:
+            if (cell, label) not in sweep.outcomes:
+                continue  # no row at all: the main table already says so
+            outcome = sweep.outcomes[cell, label]
+            rows.append([*cell_heads(cell), TableCell(label, sort=label), count_cell(len(outcome.search)),
+                         *chosen_cells(outcome, footnotes)])
+    caption = ("Hyperparameters chosen on validation accuracy. Test over subset seeds: mean ± std of the test means "
+               "of the chosen config's draws of T' (n draws).")
+    return Table(table_id, "Chosen configurations", headers, rows, caption)
+
+
+def chosen_cells(outcome: Outcome, footnotes: Footnotes) -> list[TableCell]:
+    """α, γ, init, validation accuracy and the spread over subset seeds of the chosen config."""
+    config = outcome.config
+    if config is None:
+        return [missing(outcome, footnotes), *(TableCell(DASH) for _ in range(4))]
+    val_mean, val_std = mean_std(outcome.val)
+    seeds_mean, seeds_std = mean_std(outcome.subset_means)
+    return [TableCell(f"{config['alpha']:.3g}", sort=config["alpha"]),
+            TableCell(f"{config['gamma']:.3g}", sort=config["gamma"]),
+            TableCell(str(config["init"]), sort=str(config["init"])),
+            TableCell(f"{val_mean:.2f} ± {val_std:.2f}", sort=val_mean),
+            TableCell(f"{seeds_mean:.2f} ± {seeds_std:.2f} (n={len(outcome.subset_means)})", sort=seeds_mean)]
+
+
+def trials_table(sweep: Sweep, footnotes: Footnotes, table_id: str) -> Table:
+    """Per cell: trials per stage, how many finished and how many failed, with the reasons as a footnote."""
+    present = {row["stage"] for row in sweep.rows}
+    stages = [stage for stage in STAGE_ORDER if stage in present] + sorted(present - set(STAGE_ORDER))
+    rows = []
+    for cell in sweep.cells:
+        in_cell = [row for row in sweep.rows if (row["ipc"], row["pipc"]) == cell]
+        failed = [row for row in in_cell if row["status"] != "ok"]
+        notes = [footnotes.add(failures_by_method(sweep, cell))] if failed else []
+        rows.append([*cell_heads(cell),
+                     *(count_cell(sum(row["stage"] == stage for row in in_cell)) for stage in stages),
+                     count_cell(len(in_cell) - len(failed)),
+                     TableCell(str(len(failed)), footnotes=notes, sort=len(failed))])
+    headers = ["ipc", "pipc", *map(stage_trials, stages), "ok", "failed"]
+    return Table(table_id, "Trials per cell", headers, rows, "Every row of the results directory, by stage and status.")
+
+
+def failures_by_method(sweep: Sweep, cell: CellKey) -> str:
+    parts = []
+    for label in sweep.labels:
+        failed = sweep.outcome(cell, label).failed
+        if failed:
+            parts.append(f"{label} {len(failed)} failed ({failure_reasons(failed)})")
+    return "; ".join(parts)
+
+
+def cell_heads(cell: CellKey) -> list[TableCell]:
+    ipc, pipc = cell
+    return [TableCell(str(ipc), sort=ipc),
+            TableCell("all" if pipc is None else str(pipc), sort=math.inf if pipc is None else pipc)]
+
+
+def ratio_cell(pipc: int | None, datasets: list[str]) -> TableCell:
+    ratio = ratio_percent(pipc, datasets)
+    return TableCell("n/a" if ratio is None else f"{ratio:.3g}", sort=ratio)
+
+
+def ratio_percent(pipc: int | None, datasets: list[str]) -> float | None:
+    """pipc as a share of a class's training images, as Table 1's ratio column; None for an unknown dataset."""
+    if pipc is None:
+        return 100.0
+    counts = [count for prefix, count in TRAIN_IMAGES_PER_CLASS.items()
+              if datasets and all(name.startswith(prefix) for name in datasets)]
+    return 100 * pipc / counts[0] if counts else None
+
+
+def count_cell(count: int) -> TableCell:
+    return TableCell(str(count), sort=count)
+
+
+def missing(outcome: Outcome, footnotes: Footnotes) -> TableCell:
+    return TableCell(DASH, footnotes=[footnotes.add(outcome.missing_reason())])
