@@ -97,7 +97,7 @@ def bench_distill(method: str, ipc: int, pipc: int | None, opts: Options) -> dic
     real = torch.randn(NUM_CLASSES * per_class, CHANNELS, SIZE, SIZE, generator=generator).to(opts.device)
     cfg = TrialConfig(method=method, ipc=ipc, pipc=pipc, init="noise", budget="smoke",
                       iterations=opts.warmup + opts.iterations, precision=opts.precision)
-    teacher = build_model(cfg.model, CHANNELS, NUM_CLASSES, SIZE, generator).to(opts.device).eval()
+    teacher = build_model(cfg.teacher_model, CHANNELS, NUM_CLASSES, SIZE, generator).to(opts.device).eval()
     stamps, timer = _Stamps(), SectionTimer(opts.device)
     problem = Problem(cfg=cfg, real=real, real_labels=torch.arange(NUM_CLASSES, device=opts.device).repeat_interleave(
         per_class), num_classes=NUM_CLASSES, teacher=teacher, teacher_weight_decay=5e-4, reporter=stamps,

@@ -106,7 +106,9 @@ class TrialConfig(Strict):
 
     eval: EvalConfig = Field(default_factory=EvalConfig)
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig, description="DM's random embedders and evaluation nets")
+    teacher_model: ModelConfig = Field(
+        default_factory=ModelConfig, description="the edge model's architecture; the teacher file must match it")
     dsv_set: str | None = Field(None, description="blend only: a pre-extracted DSV set file to blend with DM")
 
     @model_validator(mode="before")

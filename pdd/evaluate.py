@@ -115,8 +115,9 @@ def accuracy(model: nn.Module, images_uint8: Tensor, labels: Tensor, batch: int 
 
 def score(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cfg: ModelConfig, num_classes: int,
           val: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
-          reporter: Reporter = NullReporter(), store: CheckpointStore = MemoryStore()) -> Scored:
+          reporter: Reporter = NullReporter(), store: CheckpointStore | None = None) -> Scored:
     """Train cfg.seeds models and score each; finished models are checkpointed so a resume skips them."""
+    store = store or MemoryStore()  # a fresh one per call: a shared default would carry seeds across calls
     done = store.load("evaluate") or {"seeds": [], "val": [], "test": []}
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
     for k, seed in enumerate(seeds):

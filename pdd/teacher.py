@@ -30,7 +30,8 @@ from pdd.models import ModelConfig, build_model
 
 
 def train_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.device,
-                  reporter: Reporter = NullReporter(), store: CheckpointStore = MemoryStore()) -> dict[str, Any]:
+                  reporter: Reporter = NullReporter(), store: CheckpointStore | None = None) -> dict[str, Any]:
+    store = store or MemoryStore()  # a fresh one per call: a shared default would resume another teacher
     split = split_train_val(dataset.train_labels, cfg.data.val_per_class, cfg.data.split_seed,
                             classes=dataset.classes)
     train_idx = split.train_idx[: cfg.train_max_images]

@@ -27,7 +27,7 @@ from pdd.data import ImageDataset, load_dataset, normalize, practical_subset, sp
 from pdd.distill import Problem
 from pdd.errors import DivergedError, PddError, TeacherError
 from pdd.evaluate import Scored, score
-from pdd.hooks import CheckpointStore, DirStore, MemoryStore, NullReporter, Reporter
+from pdd.hooks import CheckpointStore, DirStore, NullReporter, Reporter
 from pdd.methods import METHODS
 from pdd.models import ModelConfig
 from pdd.results import final_losses_json, read_row, write_row
@@ -107,7 +107,7 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
         if options.teacher is None:
             raise TeacherError(f"method '{cfg.method}' needs a teacher: pass --teacher PATH "
                                f"(train one with `pdd teacher train`)")
-        teacher, teacher_meta, teacher_hash = load_teacher(options.teacher, cfg.model, dataset, device)
+        teacher, teacher_meta, teacher_hash = load_teacher(options.teacher, cfg.teacher_model, dataset, device)
 
     tid = trial_id(cfg, options.sweep_id, options.stage, dataset.content_hash, teacher_hash)
     done = read_row(options.results, tid)
@@ -180,7 +180,7 @@ def score_on_dataset(images: torch.Tensor, labels: torch.Tensor, eval_cfg: EvalC
     split = split_train_val(dataset.train_labels, data_cfg.val_per_class, data_cfg.split_seed, classes=dataset.classes)
     val, test = evaluation_splits(dataset, split.val_idx, eval_cfg.max_images, data_cfg.split_seed, device)
     return score(images.to(device), labels.to(device), eval_cfg, model_cfg, dataset.num_classes, val, test,
-                 reporter or NullReporter(), store or MemoryStore())
+                 reporter or NullReporter(), store)
 
 
 def evaluation_splits(dataset: ImageDataset, val_idx: torch.Tensor, max_images: int | None, seed: int,

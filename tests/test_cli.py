@@ -78,7 +78,7 @@ def test_corrupt_dataset_archive(capsys, tmp_path):
 
 def test_teacher_for_another_architecture(capsys, smoke_args, smoke_teacher, tmp_path):
     other = tmp_path / "wide.yaml"
-    other.write_text("data:\n  val_per_class: 5\nmodel:\n  width: 64\n")
+    other.write_text("data:\n  val_per_class: 5\nteacher_model:\n  width: 64\n")
     code, err = run_cli(capsys, *smoke_args, "--config", str(other))
     assert code == 2
     assert_one_clean_line(err, "teacher", "width 128", "width 64")

@@ -74,3 +74,17 @@ def test_score_resumes_from_finished_seeds():
     store.states["evaluate"]["test"][1] = -1.0  # a marker: a resumed run must reuse, not recompute, seed 1
     again = score(images, labels, cfg, ModelConfig(width=4, depth=1), 4, held_out, held_out, store=store)
     assert again.test[1] == -1.0 and again.test[0] == full.test[0]
+
+
+def test_score_never_reuses_another_calls_results(monkeypatch):
+    import pdd.evaluate as evaluate_module
+
+    trained = []
+    real_train = evaluate_module.train_on_synthetic
+    monkeypatch.setattr(evaluate_module, "train_on_synthetic", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    images, labels = torch.randn(2, 3, 8, 8), torch.arange(2)
+    held_out = (torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))
+    cfg = EvalConfig(epochs=1, seeds=2, dsa=False)
+    for _ in range(2):
+        score(images, labels, cfg, ModelConfig(width=4, depth=1), 2, held_out, held_out)
+    assert len(trained) == 4

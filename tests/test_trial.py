@@ -80,3 +80,19 @@ def test_a_nan_loss_fails_the_trial_with_a_reason_in_its_row(cifar_slice, tmp_pa
     assert row["status"] == stored["status"] == "failed"
     assert "not finite" in stored["reason"] and "iteration" in stored["reason"]
     assert stored["test_acc"] is None
+
+
+def test_a_teacher_of_another_architecture_than_the_evaluation_nets(cifar_slice, tmp_path):
+    """The edge model need not be the DM/evaluation ConvNet, e.g. one without normalisation layers."""
+    from pdd.config import TeacherConfig
+    from pdd.teacher import save_teacher, train_teacher
+    from pdd.trial import cached_dataset
+
+    data = {"source": str(cifar_slice), "val_per_class": 5}
+    plain = TeacherConfig(budget="smoke", data=data, model={"norm": "none"})
+    path = tmp_path / "plain.pt"
+    save_teacher(path, train_teacher(plain, cached_dataset(str(cifar_slice)), torch.device("cpu")))
+    cfg = smoke_config(cifar_slice, method="dsv", teacher_model={"norm": "none"})
+    row = run_trial(cfg, TrialOptions(results=tmp_path / "results", teacher=path))
+    assert row["status"] == "ok" and row["teacher_hash"] is not None
+    assert TrialConfig.model_validate_json(row["config"]).model.norm == "instance"

@@ -75,7 +75,7 @@ def resolve_teacher(teacher: str | None, cfg: TrialConfig, device: str, reporter
     from pdd.teacher import ensure_teacher
     from pdd.trial import cached_dataset, resolve_device
 
-    teacher_cfg = TeacherConfig(budget=cfg.budget, data=cfg.data, model=cfg.model)
+    teacher_cfg = TeacherConfig(budget=cfg.budget, data=cfg.data, model=cfg.teacher_model)
     return ensure_teacher(teacher_cfg, cached_dataset(cfg.data.source), resolve_device(device), reporter)
 
 
@@ -132,6 +132,8 @@ def teacher_train(
     budget: Budget = typer.Option(Budget.cpu, help="epochs: smoke, cpu or paper"),
     epochs: int | None = typer.Option(None, help="training epochs (overrides the budget)"),
     weight_decay: float | None = typer.Option(None, help="weight decay (sets the KKT multipliers' scale)"),
+    norm: str | None = typer.Option(None, help="instance (the DM ConvNet's), batch, layer or none"),
+    augment: bool | None = typer.Option(None, help="random crop and flip while training"),
     data: str | None = typer.Option(None, help="cifar10, an ImageFolder dir or an archive of one [env PDD_DATA]"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
@@ -141,7 +143,7 @@ def teacher_train(
     from pdd.trial import cached_dataset, resolve_device
 
     cfg = TeacherConfig.model_validate(merged({"budget": budget.value}, epochs=epochs, weight_decay=weight_decay,
-                                              **{"data.source": data}))
+                                              augment=augment, **{"data.source": data, "model.norm": norm}))
     target = resolve_device(device)
     dataset = cached_dataset(cfg.data.source)
     store = DirStore(out.parent / f".{out.name}.checkpoints")
