@@ -18,6 +18,9 @@ from pdd.errors import ResultsError
 from pdd.io import atomic_path
 
 SCHEMA_VERSION = 1
+# Per-trial files (synthetic sets, grids, checkpoints) live beside the rows; the leading underscore makes
+# pyarrow, pandas, duckdb and polars skip them when they read the directory as one Parquet dataset.
+ARTIFACTS = "_artifacts"
 
 
 def _list(item: pa.DataType) -> pa.DataType:

@@ -3,7 +3,7 @@
     pdd trial --method pdd --ipc 1 --pipc 50 --teacher teachers/cifar10.pt --budget cpu
 
 The row lands in <results>/<trial_id>.parquet, the synthetic set and its PNG grid in
-<results>/artifacts/<trial_id>/. Distillation and evaluation checkpoint into that folder, so running the
+<results>/_artifacts/<trial_id>/. Distillation and evaluation checkpoint into that folder, so running the
 same trial again resumes where a killed run stopped, and a finished trial is not run twice.
 """
 
@@ -30,7 +30,7 @@ from pdd.evaluate import Scored, score
 from pdd.hooks import CheckpointStore, DirStore, NullReporter, Reporter
 from pdd.methods import METHODS
 from pdd.models import ModelConfig
-from pdd.results import final_losses_json, read_row, write_row
+from pdd.results import ARTIFACTS, final_losses_json, read_row, write_row
 from pdd.synthetic import save_grid, save_synthetic
 from pdd.teacher import load_teacher
 
@@ -113,7 +113,7 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
     done = read_row(options.results, tid)
     if done is not None and done["status"] == "ok" and not options.force:
         return done
-    artifacts = Path(options.results) / "artifacts" / tid
+    artifacts = Path(options.results) / ARTIFACTS / tid
     problem = Problem(
         cfg=cfg,
         real=normalize(dataset.train_images[subset].to(device)),

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from pdd.config import TrialConfig
-from pdd.results import write_row
+from pdd.results import ARTIFACTS, write_row
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SUBSET_SHIFT = {0: -1.0, 1: 0.0, 2: 1.0}
@@ -116,7 +116,7 @@ def write_synthetic_sets(directory: Path, rows: list[dict[str, Any]]) -> None:
     """Ten 32x32 images per set: DSV smooth (low frequencies), DM noisy (high ones), PDD their mean.
 
     DSV and PDD sets are stored at the row's absolute synthetic_path; the others only under the results
-    directory's artifacts/<trial_id>/, where a report finds them after the directory was copied.
+    directory's _artifacts/<trial_id>/, where a report finds them after the directory was copied.
     """
     generator = torch.Generator().manual_seed(0)
     smooth = F.interpolate(torch.randn(10, 3, 4, 4, generator=generator), size=32, mode="bilinear")
@@ -132,6 +132,6 @@ def write_synthetic_sets(directory: Path, rows: list[dict[str, Any]]) -> None:
             row["synthetic_path"] = str(path.resolve())
             write_row(directory, row)
         else:
-            path = directory / "artifacts" / row["trial_id"] / "synthetic.pt"
+            path = directory / ARTIFACTS / row["trial_id"] / "synthetic.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"images": images[label], "labels": labels, "meta": {"classes": CLASSES}}, path)

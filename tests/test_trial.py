@@ -9,7 +9,7 @@ import torch
 import pdd.trial as trial_module
 from pdd.config import TrialConfig
 from pdd.methods import METHODS
-from pdd.results import SCHEMA, SCHEMA_VERSION, read_results
+from pdd.results import ARTIFACTS, SCHEMA, SCHEMA_VERSION, read_results
 from pdd.trial import TrialOptions, run_trial
 
 
@@ -45,11 +45,16 @@ def test_every_method_runs_a_smoke_trial_and_writes_a_row_of_the_schema(method, 
     assert (Path(stored["synthetic_path"]).parent / "synthetic.png").stat().st_size > 0
 
 
-def test_pipc_indices_come_from_the_train_split_only_and_follow_the_subset_seed(cifar_slice, tmp_path):
+def test_pipc_indices_follow_the_subset_seed_and_pandas_reads_the_directory(cifar_slice, tmp_path):
+    import pandas as pd
+
     first = run_trial(smoke_config(cifar_slice, method="random"), TrialOptions(results=tmp_path))
     other = run_trial(smoke_config(cifar_slice, method="random", subset_seed=1), TrialOptions(results=tmp_path))
     assert set(first["pipc_indices"]) != set(other["pipc_indices"])
     assert len(read_results(tmp_path)) == 2
+    assert (tmp_path / ARTIFACTS).is_dir()
+    frame = pd.read_parquet(tmp_path)  # artifacts beside the rows must not get in the way
+    assert sorted(frame["subset_seed"]) == [0, 1]
 
 
 def test_a_finished_trial_is_not_run_twice_and_a_killed_one_resumes(cifar_slice, tmp_path, monkeypatch):
@@ -63,7 +68,7 @@ def test_a_finished_trial_is_not_run_twice_and_a_killed_one_resumes(cifar_slice,
     with pytest.raises(KeyboardInterrupt):
         run_trial(cfg, options)
     monkeypatch.undo()
-    checkpoints = list((tmp_path / "artifacts").glob("*/checkpoints/dm.ckpt"))
+    checkpoints = list((tmp_path / ARTIFACTS).glob("*/checkpoints/dm.ckpt"))
     assert len(checkpoints) == 1 and torch.load(checkpoints[0], weights_only=True)["iteration"] == 4
 
     resumed = run_trial(cfg, options)

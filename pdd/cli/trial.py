@@ -2,7 +2,7 @@
 
     pdd teacher train --budget cpu --out teachers/cifar10.pt
     pdd trial --method pdd --ipc 1 --pipc 50 --teacher teachers/cifar10.pt --budget cpu
-    pdd evaluate results/local/artifacts/<trial>/synthetic.pt
+    pdd evaluate results/local/_artifacts/<trial>/synthetic.pt
 """
 
 from __future__ import annotations

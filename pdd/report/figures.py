@@ -22,6 +22,7 @@ from pdd.data import denormalize
 from pdd.paper import paper_value
 from pdd.report.model import Figure
 from pdd.report.outcomes import CellKey, Outcome, Row, Sweep, cell_order, cell_text, mean_std
+from pdd.results import ARTIFACTS
 
 FIGURE_CELL: CellKey = (1, 50)  # the paper's Fig. 2 shows ipc 1, pipc 50
 SPECTRUM_LABELS = ("DSV (noise)", "DSV (real)", "DM", "PDD")
@@ -185,13 +186,13 @@ def synthetic_sets(sweep: Sweep, cell: CellKey, labels: list[str]) -> dict[str, 
             sets[label] = synthetic
     if not sets:
         raise Skipped(f"no readable synthetic set for {cell_text(cell)} (looked at each row's synthetic_path and at "
-                      f"{sweep.directory}/artifacts/<trial_id>/synthetic.pt)")
+                      f"{sweep.directory}/{ARTIFACTS}/<trial_id>/synthetic.pt)")
     return sets
 
 
 def load_set(row: Row, directory: Path) -> SyntheticSet | None:
     # The stored path is relative to where the trial ran; a copied results directory still has its artifacts.
-    for path in (Path(row["synthetic_path"] or ""), directory / "artifacts" / row["trial_id"] / "synthetic.pt"):
+    for path in (Path(row["synthetic_path"] or ""), directory / ARTIFACTS / row["trial_id"] / "synthetic.pt"):
         if not path.is_file():
             continue
         try:
