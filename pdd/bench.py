@@ -128,12 +128,7 @@ def bench_sam_step(ipc: int, opts: Options) -> dict[str, Any]:
     y = torch.arange(batch, device=opts.device) % NUM_CLASSES
 
     def step() -> None:
-        F.cross_entropy(model(x), y).backward()
-        sam.first_step()
-        base.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        sam.second_step()
-        base.zero_grad(set_to_none=True)
+        sam.step(lambda: F.cross_entropy(model(x), y))
 
     ms = median_ms(lambda: _synced(opts.device, step), repeats=opts.iterations, warmup=opts.warmup)
     flops = 6 * batch * sum(forward_flops(ModelConfig()))  # two forward + two full backward passes

@@ -9,6 +9,7 @@ Model k is initialised, shuffled and augmented from its own generator seeded eva
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,15 @@ class SAM:
             p.sub_(offset)
         self.base.step()
 
+    def step(self, loss: Callable[[], Tensor]) -> None:
+        """One SAM update on one batch; `loss` recomputes the batch's loss at the current weights."""
+        loss().backward()
+        self.first_step()
+        self.base.zero_grad(set_to_none=True)
+        loss().backward()
+        self.second_step()
+        self.base.zero_grad(set_to_none=True)
+
 
 @dataclass(frozen=True)
 class Scored:
@@ -92,12 +102,7 @@ def train_on_synthetic(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cf
             x, y = images[batch], labels[batch]
             if cfg.dsa:
                 x = augment.augment(x, generator, siamese=False)
-            F.cross_entropy(model(x), y).backward()
-            sam.first_step()
-            base.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            sam.second_step()
-            base.zero_grad(set_to_none=True)
+            sam.step(lambda x=x, y=y: F.cross_entropy(model(x), y))
         reporter.update(phase, epoch + 1, {})
     return model.eval()
 
