@@ -1,0 +1,547 @@
+"""Ray Tune and Optuna glue, the only module that imports them: runs a SweepSpec as two Tune experiments.
+
+    pdd sweep run sweeps/smoke.yaml                                   # an embedded Ray, started for the run
+    pdd sweep submit sweeps/table1.yaml --address http://127.0.0.1:8265 --storage s3://bucket/pdd
+
+Search: one Tune experiment whose searcher routes every suggestion to one Optuna TPE study per (cell, method
+entry), so all cells share one queue; each study evaluates the paper's point first and maximises validation
+accuracy. Confirm: each study's best validation config, and every unsearched entry (random), rerun once per
+subset seed with the sweep's evaluation seeds; reports show these rows.
+
+A sweep directory, `<storage>/<name>/`, holds everything: one Parquet row per trial (pdd.results) and, skipped by
+Parquet readers, `_sweep.json` (the validated spec, so a sweep resumes without its file), `_teacher.pt`,
+`_artifacts/` and Tune's experiments under `_tune/`. Multi-node runs need it on storage every node reaches: a
+shared filesystem path or an s3:// URI (rows are then written on the node and uploaded, and the driver mirrors
+them to results/<name>/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import os
+import pickle
+import shlex
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pyarrow.fs as pafs
+import ray
+import torch
+from ray import tune
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from pdd import __version__
+from pdd.config import TeacherConfig, TrialConfig
+from pdd.data import ImageDataset, default_cache_dir
+from pdd.errors import PddError, SweepError
+from pdd.hooks import NullReporter, Reporter
+from pdd.io import atomic_path
+from pdd.methods import METHODS
+from pdd.results import read_results, write_row
+from pdd.sweep import Study, SweepSpec, study_key
+from pdd.teacher import ensure_teacher, file_hash
+from pdd.trial import TrialOptions, cached_dataset, cell_name, resolve_device, run_trial, trial_id
+
+METRIC = "val_mean"  # what every study maximises; test accuracy never reaches Tune
+# Beside the rows, so with a leading underscore: Parquet readers of the directory skip them (as _artifacts/).
+SPEC_FILE = "_sweep.json"
+TEACHER_FILE = "_teacher.pt"
+TUNE_DIR = "_tune"
+# Not uploaded with a submitted job: environments, outputs and caches.
+JOB_EXCLUDES = [".venv", ".git", "results", "runs", "teachers", ".cache", "**/__pycache__", ".pytest_cache",
+                ".ruff_cache", "*.egg-info"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Search: one queue, one TPE study per (cell, method entry)
+
+
+def suggest_space(trial: optuna.Trial, space: dict[str, Any]) -> None:
+    """Optuna's define-by-run space: log-uniform weights, categorical init (module level, so it pickles)."""
+    for name, domain in space.items():
+        if isinstance(domain, list):
+            trial.suggest_categorical(name, domain)
+        else:
+            trial.suggest_float(name, domain["low"], domain["high"], log=True)
+
+
+class StudySearcher(Searcher):
+    """Routes each Tune trial to one study's OptunaSearch, so one Tune queue feeds every study.
+
+    The least-tried study with room goes first, so all cells progress together; a study has at most
+    max_concurrent trials in flight, so TPE suggests from finished results; FINISHED once every budget is used.
+    The searcher has no metric of its own: progress results carry none, and each OptunaSearch reads val_mean.
+    """
+
+    def __init__(self, studies: list[Study], trials: int, max_concurrent: int, seed: int):
+        super().__init__()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per in-memory study created
+        self.studies = {study.key: study for study in studies}
+        self.optuna = {study.key: OptunaSearch(space=partial(suggest_space, space=study.space), metric=METRIC,
+                                               mode="max", points_to_evaluate=study.points(), seed=seed + k)
+                       for k, study in enumerate(studies)}
+        self.budgets = {study.key: study.budget(trials) for study in studies}
+        self.max_concurrent = max_concurrent
+        self.started = dict.fromkeys(self.studies, 0)
+        self.running: dict[str, str] = {}  # Tune trial id -> study key
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        unused = [key for key in self.studies if self.started[key] < self.budgets[key]]
+        if not unused:
+            return Searcher.FINISHED
+        in_flight = Counter(self.running.values())
+        ready = [key for key in unused if in_flight[key] < self.max_concurrent]
+        if not ready:
+            return None  # Tune asks again when a trial finishes
+        key = min(ready, key=self.started.__getitem__)
+        params = self.optuna[key].suggest(trial_id)
+        self.started[key] += 1
+        self.running[trial_id] = key
+        return {"trial": self.studies[key].base | params}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        key = self.running.pop(trial_id, None)
+        if key is not None:  # None: an errored trial resumed after its study already heard of its end
+            self.optuna[key].on_trial_complete(trial_id, result, error)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump(self.__dict__, file)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as file:
+            self.__dict__.update(pickle.load(file))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One trial inside Tune
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every trial of a stage shares; sent once through the object store, so each node fetches it once."""
+
+    sweep_id: str
+    stage: str
+    root: str  # the sweep directory: a path every node sees, or a URI
+    teacher: bytes | None
+    gpu: float
+    checkpoint_every: int
+
+
+class TuneReporter:
+    """Progress as Tune results: at most one every `every` seconds, since each is a round trip to the driver.
+
+    Keys avoid Tune's reserved result names (done, trial_id, ...): `done` would end the trial.
+    """
+
+    def __init__(self, every: float = 10.0):
+        self.every = every
+        self.totals: dict[str, int] = {}
+        self.last = 0.0
+
+    def start(self, phase: str, total: int) -> None:
+        self.totals[phase] = total
+
+    def update(self, phase: str, done: int, metrics: dict[str, float]) -> None:
+        now = time.monotonic()
+        if done < self.totals[phase] and now - self.last < self.every:
+            return
+        self.last = now
+        tune.report({"phase": phase, "step": done, "steps": self.totals[phase]} | metrics)
+
+
+class TuneStore:
+    """A CheckpointStore on tune.Checkpoint: every save reports all named states as one checkpoint.
+
+    States are kept serialised, because a live state dict (an optimiser's) changes after it was saved. A trial
+    that Tune restarts (node lost, retry) starts from the checkpoint Tune hands back, at the iteration it reached.
+    """
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                self.blobs = {file.stem: file.read_bytes() for file in Path(folder).glob("*.ckpt")}
+        iterations = [int(state["iteration"]) for state in map(self.load, self.blobs) if "iteration" in state]
+        self.resumed_iteration = max(iterations, default=0)
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        blob = self.blobs.get(name)
+        return None if blob is None else torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+
+    def save(self, name: str, state: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self.blobs[name] = buffer.getvalue()
+        with tempfile.TemporaryDirectory(prefix="pdd-checkpoint-") as folder:
+            for stem, blob in self.blobs.items():
+                (Path(folder) / f"{stem}.ckpt").write_bytes(blob)
+            # report() persists the checkpoint to the run's storage before it returns
+            progress = {"iteration": int(state["iteration"])} if "iteration" in state else {}
+            tune.report({"checkpointed": name} | progress, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def run_sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
+    """Tune's trainable: one pdd trial; its row goes to the sweep directory and val_mean to the study."""
+    cfg = TrialConfig.model_validate(config["trial"])
+    if context.gpu > 0 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(min(context.gpu, 1.0))  # the trial's share of its GPU
+    store = TuneStore()
+    remote = is_uri(context.root)
+    rows = Path(tempfile.mkdtemp(prefix="pdd-rows-")) if remote else Path(context.root)
+    teacher = _node_teacher(context.teacher) if METHODS[cfg.method].needs_teacher(cfg) and context.teacher else None
+    options = TrialOptions(results=rows, teacher=teacher, sweep_id=context.sweep_id, stage=context.stage,
+                           checkpoint_every=context.checkpoint_every, reporter=TuneReporter(), store=store)
+    try:
+        row = run_trial(cfg, options)
+    except Exception as error:
+        record_failure(cfg, options, error)
+        raise  # FailureConfig(max_failures) retries it from its last checkpoint
+    finally:
+        if remote:
+            pafs.copy_files(str(rows), context.root)
+            shutil.rmtree(rows)
+    metrics = {"pdd_trial_id": row["trial_id"], "status": row["status"], "resumed_iteration": store.resumed_iteration}
+    if row["status"] == "ok":
+        metrics |= {"val_mean": row["val_mean"], "val_std": row["val_std"]}
+    tune.report(metrics)
+
+
+def _node_teacher(teacher: bytes) -> Path:
+    """The sweep's teacher as a file in this node's cache, written by the node's first trial."""
+    path = default_cache_dir() / "teachers" / f"sweep-{hashlib.sha256(teacher).hexdigest()[:16]}.pt"
+    if not path.exists():
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(teacher)
+    return path
+
+
+def record_failure(cfg: TrialConfig, options: TrialOptions, error: Exception) -> None:
+    """A row with status failed and the reason; the retry's row replaces it (same trial id)."""
+    try:
+        dataset_hash = cached_dataset(cfg.data.source).content_hash
+    except PddError:
+        return  # without the data there is no trial id to file the row under; Tune's error log has the reason
+    teacher_hash = file_hash(options.teacher) if options.teacher is not None else None
+    tid = trial_id(cfg, options.sweep_id, options.stage, dataset_hash, teacher_hash)
+    identity = {name: getattr(cfg, name) for name in
+                ("method", "ipc", "pipc", "alpha", "gamma", "init", "budget", "seed", "subset_seed")}
+    write_row(options.results, identity | {
+        "trial_id": tid, "sweep_id": options.sweep_id, "cell": cell_name(cfg), "stage": options.stage,
+        "status": "failed", "reason": f"{type(error).__name__}: {error}", "config": cfg.model_dump_json(),
+        "config_hash": cfg.hash(), "pdd_version": __version__, "dataset_hash": dataset_hash,
+        "teacher_hash": teacher_hash, "finished_at": datetime.now(UTC).replace(microsecond=0),
+    })
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The sweep directory
+
+
+def is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def sweep_root(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}" if is_uri(storage) else str(Path(storage).resolve() / name)
+
+
+def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    return pafs.FileSystem.from_uri(root) if is_uri(root) else (pafs.LocalFileSystem(), root)
+
+
+def _read(root: str, name: str) -> bytes | None:
+    fs, base = _filesystem(root)
+    if fs.get_file_info(f"{base}/{name}").type == pafs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(f"{base}/{name}") as stream:
+        return stream.read()
+
+
+def _write(root: str, name: str, data: bytes) -> None:
+    fs, base = _filesystem(root)
+    fs.create_dir(base, recursive=True)
+    with fs.open_output_stream(f"{base}/{name}") as stream:
+        stream.write(data)
+
+
+def rows_dir(root: str) -> Path:
+    """Where this machine reads a sweep's rows: the directory itself, or a mirror of a remote one."""
+    if not is_uri(root):
+        return Path(root)
+    mirror = Path("results") / root.rstrip("/").rsplit("/", 1)[-1]
+    mirror.mkdir(parents=True, exist_ok=True)
+    fs, base = _filesystem(root)
+    for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
+        if info.base_name.endswith(".parquet"):
+            pafs.copy_files(info.path, str(mirror / info.base_name), source_filesystem=fs)
+    return mirror
+
+
+def prepare(spec: SweepSpec, storage: str) -> str:
+    """Create the sweep directory with its spec, or accept the existing one if it holds the same spec."""
+    root = sweep_root(storage, spec.name)
+    saved = _read(root, SPEC_FILE)
+    if saved is not None and SweepSpec.model_validate_json(saved) != spec:
+        raise SweepError(f"{root} holds sweep '{spec.name}' with a different spec; rename the sweep, or continue "
+                         f"the stored one with `pdd sweep resume {root}`")
+    if saved is None:
+        _write(root, SPEC_FILE, spec.model_dump_json(indent=1).encode())
+    return root
+
+
+def load_saved(root: str) -> SweepSpec:
+    saved = _read(root, SPEC_FILE)
+    if saved is None:
+        raise SweepError(f"no sweep at {root} (no {SPEC_FILE}); start one with `pdd sweep run FILE`")
+    return SweepSpec.model_validate_json(saved)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The driver
+
+
+@dataclass
+class Outcome:
+    root: str
+    errored: int  # trials that failed after all retries
+    unconfirmed: list[str]  # studies without a single ok trial, so nothing to confirm
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Connect to a cluster, or start an embedded Ray on loopback for this run and shut it down after."""
+    if address:
+        ray.init(address=address)
+    else:
+        # The embedded Ray lives for one run and is reached on 127.0.0.1, but Ray's gRPC ports listen on every
+        # interface: on a machine others can reach, start pdd with RAY_AUTH_MODE=token (the token comes from
+        # RAY_AUTH_TOKEN or ~/.ray/auth_token). Ray reads the mode when it is imported, so it is set there or not
+        # at all; unset, Ray 2.60 would switch a new local cluster to token auth and write ~/.ray/auth_token.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False)  # never a running one
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@dataclass(frozen=True)
+class Materials:
+    """What every trial shares, made once by the driver before any trial starts."""
+
+    spec: SweepSpec
+    teacher: bytes | None
+
+
+def materials(root: str, reporter: Reporter | None = None) -> Materials:
+    """The stored spec and teacher (trained first for `teacher: auto`), with the dataset decoded into the cache."""
+    spec = load_saved(root)
+    dataset = cached_dataset(spec.data.source)  # decode once into the node's uint8 cache; trials map it
+    return Materials(spec, _sweep_teacher(spec, root, dataset, reporter or NullReporter()))
+
+
+def execute(root: str, made: Materials, address: str | None = None) -> Outcome:
+    """Run, or continue, the sweep stored at root: search, then confirm. Finished trials are never rerun."""
+    spec = made.spec
+    with ray_session(address):
+        if not address:
+            _check_fits(spec)
+        errored = 0
+        if spec.studies():
+            searcher = StudySearcher(spec.studies(), spec.search.trials, spec.search.max_concurrent, spec.search.seed)
+            errored += _fit(spec, root, "search", made.teacher, tune.TuneConfig(
+                search_alg=searcher, num_samples=sum(searcher.budgets.values()), reuse_actors=True), {})
+        jobs, unconfirmed = confirm_trials(spec, read_results(rows_dir(root)).to_pylist())
+        if jobs:
+            errored += _fit(spec, root, "confirm", made.teacher, tune.TuneConfig(num_samples=1, reuse_actors=True),
+                            {"trial": tune.grid_search(jobs)})
+    return Outcome(root, errored, unconfirmed)
+
+
+def _check_fits(spec: SweepSpec) -> None:
+    """On the embedded Ray, a trial asking for more than this machine has would wait forever."""
+    available = ray.cluster_resources()
+    for resource, need in (("CPU", spec.resources.cpu), ("GPU", spec.resources.gpu)):
+        if need > available.get(resource, 0):
+            raise SweepError(f"a trial asks for {need:g} {resource} (resources.{resource.lower()}) but this machine "
+                             f"has {available.get(resource, 0):g}; lower it or run on a cluster (--address)")
+
+
+def _sweep_teacher(spec: SweepSpec, root: str, dataset: ImageDataset, reporter: Reporter) -> bytes | None:
+    """The sweep's teacher, copied into the sweep directory once so a resumed sweep uses the very same file."""
+    stored = _read(root, TEACHER_FILE)
+    if stored is not None:
+        return stored
+    values = [study.base for study in spec.studies()] + [values for _, values in spec.unsearched()]
+    configs = [TrialConfig.model_validate(each) for each in values]
+    needing = [cfg for cfg in configs if METHODS[cfg.method].needs_teacher(cfg)]
+    if not needing:
+        return None
+    if spec.teacher == "auto":
+        teacher_cfg = TeacherConfig(budget=spec.budget, data=spec.data, model=needing[0].teacher_model)
+        path = ensure_teacher(teacher_cfg, dataset, resolve_device("auto"), reporter)
+    else:
+        path = Path(spec.teacher)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise SweepError(f"cannot read the sweep's teacher {path}: {error.strerror}") from None
+    _write(root, TEACHER_FILE, data)
+    return data
+
+
+def _fit(spec: SweepSpec, root: str, stage: str, teacher: bytes | None, tune_config: tune.TuneConfig,
+         param_space: dict[str, Any]) -> int:
+    """Run one stage as a Tune experiment, or continue it if a previous driver started it; returns errored trials."""
+    context = SweepContext(spec.name, stage, root, teacher, spec.resources.gpu, spec.checkpoint_every)
+    trainable = tune.with_resources(tune.with_parameters(run_sweep_trial, context=context),
+                                    {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    path = f"{root}/{TUNE_DIR}/{stage}"
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+    else:
+        run_config = tune.RunConfig(
+            name=stage, storage_path=f"{root}/{TUNE_DIR}",
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            # Each checkpoint holds every named state of its trial, so only the latest is worth its disk.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1)
+        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    return len(tuner.fit().errors)
+
+
+def confirm_trials(spec: SweepSpec, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Confirm-stage trial configs: each study's best validation config and each unsearched entry, per subset seed.
+
+    Also returns the studies with no ok search row, which have nothing to confirm.
+    """
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["sweep_id"] != spec.name or row["stage"] != "search" or row["status"] != "ok":
+            continue
+        key = study_key(spec.label_of(row), row["cell"])
+        if key not in best or row[METRIC] > best[key][METRIC]:
+            best[key] = row
+    jobs: list[dict[str, Any]] = []
+    unconfirmed = []
+    for study in spec.studies():
+        if study.key in best:
+            jobs += spec.confirm_values(json.loads(best[study.key]["config"]))
+        else:
+            unconfirmed.append(study.key)
+    for _, values in spec.unsearched():
+        jobs += spec.confirm_values(values)
+    return jobs, unconfirmed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Progress of a sweep directory
+
+
+@dataclass
+class CellProgress:
+    label: str
+    cell: str
+    budget: int  # search trials planned; 0 for an entry with nothing to search
+    done: int
+    running: int
+    failed: int
+    best_val: float | None
+    confirmed: int
+    to_confirm: int
+
+
+def progress(root: str) -> list[CellProgress]:
+    """Per (method entry, cell): search trials done, running and failed, the best val accuracy, confirm rows."""
+    spec = load_saved(root)
+    rows = [row for row in read_results(rows_dir(root)).to_pylist() if row["sweep_id"] == spec.name]
+    running = Counter(study_key(spec.label_of(config["trial"]), cell_name(TrialConfig.model_validate(config["trial"])))
+                      for config in _running_configs(root))
+    entries = [(study.label, study.base, study.budget(spec.search.trials)) for study in spec.studies()]
+    entries += [(label, values, 0) for label, values in spec.unsearched()]
+    table = []
+    for label, values, budget in entries:
+        cell = cell_name(TrialConfig.model_validate(values))
+        mine = [row for row in rows if study_key(spec.label_of(row), row["cell"]) == study_key(label, cell)]
+        vals = [row[METRIC] for row in mine if row["stage"] == "search" and row["status"] == "ok"]
+        table.append(CellProgress(
+            label, cell, budget, done=len(vals), running=running[study_key(label, cell)],
+            failed=sum(row["status"] != "ok" for row in mine), best_val=max(vals, default=None),
+            confirmed=sum(row["stage"] == "confirm" and row["status"] == "ok" for row in mine),
+            to_confirm=len(spec.confirm.subset_seeds)))
+    return table
+
+
+def _running_configs(root: str) -> list[dict[str, Any]]:
+    """Configs of the trials running when Tune last saved its experiment state (every few seconds)."""
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # no metrics needed here
+    configs = []
+    for stage in ("search", "confirm"):
+        path = f"{root}/{TUNE_DIR}/{stage}"
+        if tune.Tuner.can_restore(path):
+            analysis = tune.ExperimentAnalysis(path)
+            configs += [trial.config for trial in analysis.trials if trial.status == "RUNNING"]
+    return configs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ray Jobs
+
+
+def submit(root: str, address: str, project: Path) -> str:
+    """Submit `pdd sweep resume ROOT` as a Ray job with the project as working_dir; returns the job id."""
+    return _job_call(address, lambda client: client.submit_job(
+        entrypoint=f"python -m pdd sweep resume {shlex.quote(root)} --address auto",
+        runtime_env={"working_dir": str(project), "excludes": JOB_EXCLUDES},
+        metadata={"pdd_sweep": root}))
+
+
+def job_info(job_id: str, address: str) -> dict[str, Any]:
+    """The job's status and message, and the sweep directory it runs."""
+    info = _job_call(address, lambda client: client.get_job_info(job_id))
+    return {"status": info.status.value, "message": info.message, "sweep": (info.metadata or {}).get("pdd_sweep")}
+
+
+def job_logs(job_id: str, address: str, follow: bool) -> Iterator[str]:
+    """The job's output so far, or (follow) its output as it comes until the job ends."""
+    if not follow:
+        yield _job_call(address, lambda client: client.get_job_logs(job_id))
+        return
+    tail = _job_call(address, lambda client: client.tail_job_logs(job_id))
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(anext(tail))
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.close()
+
+
+def _job_call(address: str, call: Any) -> Any:
+    """A Jobs API call whose failure (no server, unknown job) is one line."""
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return call(JobSubmissionClient(address))
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SweepError(f"Ray job server at {address}: {first}") from None

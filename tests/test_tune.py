@@ -1,0 +1,430 @@
+"""Sweeps on Ray Tune: the searcher on its own, then a real multi-node Ray cluster on this machine.
+
+The cluster is a head (no CPUs, so trials run on workers) and two worker nodes with one CPU and one logical GPU
+each, all joined on 127.0.0.1, with token auth. Each node is one `ray start --block` process; the processes of
+its tree are the node. Every PID seen in a tree is recorded and stopped by PID when the tests end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pdd.config import TrialConfig
+from pdd.results import read_results
+from pdd.sweep import load_sweep
+from pdd.trial import TrialOptions, run_trial
+from pdd.tune import StudySearcher, confirm_trials, record_failure
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+def write_sweep(path: Path, name: str, body: str, data: Path | None = None, teacher: Path | None = None,
+                iterations: int = 4, checkpoint_every: int = 100) -> Path:
+    path.write_text(f"""\
+name: {name}
+budget: smoke
+data: {{source: {data or "cifar10"}, val_per_class: 5}}
+trial: {{iterations: {iterations}, eval: {{epochs: 1, seeds: 1, max_images: 50}}}}
+teacher: {teacher or "auto"}
+resources: {{cpu: 1, gpu: 0.5}}
+max_failures: 2
+checkpoint_every: {checkpoint_every}
+""" + body)
+    return path
+
+
+SEARCHED = """\
+grid:
+  - {ipc: [1], pipc: [10, 50]}
+methods:
+  dm: {method: dm, init: [noise, real]}
+  pdd: {method: pdd, alpha: {low: 1.0e-3, high: 1.0}, gamma: {low: 1.0e-4, high: 0.1}, init: noise}
+search: {trials: 3, max_concurrent: 1}
+confirm: {subset_seeds: [0, 1]}
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The searcher and the confirm stage's choice, without a cluster
+
+
+def test_the_searcher_starts_every_study_at_the_paper_point_caps_it_finishes_and_pickles(tmp_path):
+    spec = load_sweep(write_sweep(tmp_path / "s.yaml", "s", SEARCHED))
+    searcher = StudySearcher(spec.studies(), spec.search.trials, spec.search.max_concurrent, seed=0)
+
+    first = [searcher.suggest(f"t{i}")["trial"] for i in range(4)]
+    assert searcher.suggest("t4") is None, "every study has its one trial in flight"
+    assert [(c["method"], c["pipc"], c.get("alpha"), c.get("gamma"), c["init"]) for c in first] == [
+        ("dm", 10, None, None, "noise"), ("dm", 50, None, None, "noise"),
+        ("pdd", 10, 0.1, 0.001, "noise"), ("pdd", 50, 0.01, 0.001, "noise")]
+
+    clone = pickle.loads(pickle.dumps(searcher))
+    for trial_id in ("t0", "t2"):
+        searcher.on_trial_complete(trial_id, {"val_mean": 20.0})
+        clone.on_trial_complete(trial_id, {"val_mean": 20.0})
+    again = [searcher.suggest("t5"), searcher.suggest("t6")]
+    assert again == [clone.suggest("t5"), clone.suggest("t6")], "a restored searcher suggests what the original would"
+
+    suggested = first + [suggestion["trial"] for suggestion in again]
+    for n in range(7, 30):
+        for trial_id in list(searcher.running):
+            searcher.on_trial_complete(trial_id, {"val_mean": float(n)})
+        suggestion = searcher.suggest(f"t{n}")
+        if suggestion == StudySearcher.FINISHED:
+            break
+        suggested.append(suggestion["trial"])
+    assert suggestion == StudySearcher.FINISHED
+    per_study = Counter((c["method"], c["pipc"]) for c in suggested)
+    assert per_study == {("dm", 10): 2, ("dm", 50): 2, ("pdd", 10): 3, ("pdd", 50): 3}
+    assert sorted(c["init"] for c in suggested if c["method"] == "dm") == ["noise"] * 2 + ["real"] * 2
+
+
+def test_confirm_reruns_each_studys_best_validation_config_never_the_best_test_one(tmp_path):
+    spec = load_sweep(write_sweep(tmp_path / "s.yaml", "s", SEARCHED))
+    dm10 = spec.trial_values("dm", 1, 10)
+
+    def row(init: str, val: float, test: float, **extra) -> dict:
+        values = dm10 | {"init": init}
+        return {"sweep_id": "s", "stage": "search", "status": "ok", "cell": "ipc=1,pipc=10", "method": "dm",
+                "ipc": 1, "pipc": 10, "init": init, "alpha": 0.1, "gamma": 0.001, "val_mean": val,
+                "test_mean": test, "config": json.dumps(values)} | extra
+
+    rows = [row("noise", 20.0, 10.0), row("real", 15.0, 30.0), row("real", 99.0, 99.0, status="failed"),
+            row("real", 99.0, 99.0, sweep_id="other")]
+    jobs, unconfirmed = confirm_trials(spec, rows)
+    assert unconfirmed == ["dm ipc=1,pipc=50", "pdd ipc=1,pipc=10", "pdd ipc=1,pipc=50"]
+    assert [(job["init"], job["subset_seed"]) for job in jobs] == [("noise", 0), ("noise", 1)]
+
+
+def test_a_trial_that_raises_leaves_a_failed_row_that_its_retry_replaces(cifar_slice, tmp_path):
+    cfg = TrialConfig(method="random", pipc=10, budget="smoke", eval={"epochs": 1, "seeds": 1, "max_images": 50},
+                      data={"source": str(cifar_slice), "val_per_class": 5})
+    options = TrialOptions(results=tmp_path, sweep_id="s", stage="search")
+    record_failure(cfg, options, RuntimeError("node on fire"))
+    [failed] = read_results(tmp_path).to_pylist()
+    assert (failed["status"], failed["reason"], failed["stage"]) == ("failed", "RuntimeError: node on fire", "search")
+
+    retried = run_trial(cfg, options)
+    assert retried["trial_id"] == failed["trial_id"]
+    assert [row["status"] for row in read_results(tmp_path).to_pylist()] == ["ok"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A local multi-node cluster
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_tree(root: int) -> list[tuple[int, str]]:
+    """(pid, start time) of root and all its descendants, from /proc; the start time tells a reused PID apart."""
+    children: dict[int, list[int]] = {}
+    started: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        started[pid] = fields[19]
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in started:
+            tree.append((pid, started[pid]))
+        todo += children.get(pid, [])
+    return tree
+
+
+def still_running(pid: int, started: str) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19] == started
+    except (OSError, IndexError):
+        return False
+
+
+class LocalCluster:
+    """Ray nodes on this machine, each a `ray start --block` process; stopped by PID, never by `ray stop`."""
+
+    def __init__(self) -> None:
+        # Short and private: Ray's socket paths must fit in 107 bytes, and /tmp/ray belongs to other Ray sessions.
+        self.temp = Path(tempfile.mkdtemp(prefix="pddray-", dir="/tmp"))
+        self.env = os.environ | {
+            "PATH": f"{RAY.parent}{os.pathsep}{os.environ['PATH']}",  # a job's `python` is this venv's
+            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_urlsafe(24),
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        self.nodes: list[subprocess.Popen] = []
+        self.seen: set[tuple[int, str]] = set()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def job_server(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def start_head(self) -> None:
+        # Lost nodes are noticed within seconds, not the default half minute.
+        fast = '{"health_check_period_ms": 1000, "health_check_failure_threshold": 3}'
+        self._start("--head", f"--port={self.gcs_port}", "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
+                    "--num-cpus=0", "--num-gpus=0", f"--system-config={fast}")
+
+    def add_worker(self) -> None:
+        self._start(f"--address={self.address}", "--num-cpus=1", "--num-gpus=1")
+
+    def _start(self, *args: str) -> None:
+        name = f"node{len(self.nodes)}"
+        ports = [f"--{flag}={free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                        "metrics-export-port", "runtime-env-agent-port")]
+        log = self.temp / f"{name}.log"
+        node = subprocess.Popen(
+            [str(RAY), "start", *args, "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp / name}", *ports,
+             "--disable-usage-stats", "--block"], env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        self.nodes.append(node)
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log.read_text():  # printed once the node has joined
+            if node.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Ray node {name} did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        self.remember()
+
+    def live_nodes(self) -> list[subprocess.Popen]:
+        return [node for node in self.nodes if node.poll() is None]
+
+    def remember(self) -> None:
+        for node in self.nodes:
+            self.seen.update(process_tree(node.pid))
+
+    def node_of(self, pid: int) -> subprocess.Popen | None:
+        return next((node for node in self.live_nodes() if pid in {p for p, _ in process_tree(node.pid)}), None)
+
+    def kill(self, node: subprocess.Popen) -> None:
+        """A node dies at once, like a machine losing power: SIGKILL to every process of its tree."""
+        tree = process_tree(node.pid)
+        self.seen.update(tree)
+        for pid, started in tree:
+            if still_running(pid, started):
+                os.kill(pid, signal.SIGKILL)
+        node.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGTERM to each node's `ray start --block` (it stops its node), then SIGKILL to any process left."""
+        self.remember()
+        for node in self.live_nodes():
+            node.send_signal(signal.SIGTERM)
+        for node in self.nodes:
+            try:
+                node.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                node.kill()
+        deadline = time.monotonic() + 15
+        while any(still_running(*process) for process in self.seen) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for pid, started in self.seen:
+            if still_running(pid, started):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = LocalCluster()
+    try:
+        cluster.start_head()
+        cluster.add_worker()
+        cluster.add_worker()
+        yield cluster
+    finally:
+        cluster.stop()
+    assert not any(still_running(*process) for process in cluster.seen), "a Ray process outlived the tests"
+
+
+def pdd(cluster: LocalCluster, *args: str, log: Path) -> subprocess.Popen:
+    """`python -m pdd ARGS` as its own process (a driver), output to log."""
+    return subprocess.Popen([sys.executable, "-m", "pdd", *args], env=cluster.env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
+
+
+def finish(process: subprocess.Popen, log: Path, timeout: float = 400) -> None:
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    assert code == 0, log.read_text()[-3000:]
+
+
+def rows_of(directory: Path) -> list[dict]:
+    rows = read_results(directory).to_pylist()
+    assert len({row["trial_id"] for row in rows}) == len(rows)
+    return rows
+
+
+def tune_results(experiment: Path) -> list[dict]:
+    """Every result Tune recorded for the trials of one stage, in order per trial (a line being written is left)."""
+    return [json.loads(line) for path in sorted(experiment.glob("*/result.json"))
+            for line in path.read_text().split("\n")[:-1]]
+
+
+@pytest.mark.ray
+def test_a_sweep_on_a_multi_node_cluster_writes_exactly_its_rows(cluster, cifar_slice, smoke_teacher, tmp_path):
+    body = (SEARCHED.replace("pipc: [10, 50]", "pipc: [5, 10]").replace("trials: 3", "trials: 2")
+            .replace("search:", "  random: {method: random}\nsearch:"))
+    file = write_sweep(tmp_path / "grid.yaml", "grid", body, cifar_slice, smoke_teacher)
+    log = tmp_path / "driver.log"
+    finish(pdd(cluster, "sweep", "run", str(file), "--storage", str(tmp_path), "--address", cluster.address,
+               log=log), log)
+
+    rows = rows_of(tmp_path / "grid")
+    assert all(row["status"] == "ok" for row in rows), [row["reason"] for row in rows]
+    search = [row for row in rows if row["stage"] == "search"]
+    confirm = [row for row in rows if row["stage"] == "confirm"]
+    assert Counter((row["method"], row["pipc"]) for row in search) == {
+        ("dm", 5): 2, ("dm", 10): 2, ("pdd", 5): 2, ("pdd", 10): 2}
+    assert {(row["pipc"], row["init"]) for row in search if row["method"] == "dm"} == {
+        (5, "noise"), (5, "real"), (10, "noise"), (10, "real")}
+    assert {(row["pipc"], row["alpha"], row["gamma"]) for row in search if row["method"] == "pdd"} >= {
+        (5, 0.1, 0.001), (10, 0.1, 0.001)}, "each pdd study evaluates the paper's point"
+    assert sorted((row["method"], row["pipc"], row["subset_seed"]) for row in confirm) == sorted(
+        (method, pipc, seed) for method in ("dm", "pdd", "random") for pipc in (5, 10) for seed in (0, 1))
+    for row in confirm:
+        if row["method"] != "random":
+            best = max((r for r in search if (r["method"], r["pipc"]) == (row["method"], row["pipc"])),
+                       key=lambda r: r["val_mean"])
+            assert (row["alpha"], row["gamma"], row["init"]) == (best["alpha"], best["gamma"], best["init"])
+    assert len(rows) == 20
+
+    status = subprocess.run([sys.executable, "-m", "pdd", "sweep", "status", str(tmp_path / "grid")],
+                            env=cluster.env, capture_output=True, text=True)
+    assert status.returncode == 0 and "pdd" in status.stdout and "2/2" in status.stdout
+
+
+@pytest.mark.ray
+def test_a_killed_driver_is_resumed_and_every_trial_is_in_the_results_once(cluster, cifar_slice, smoke_teacher,
+                                                                          tmp_path):
+    body = (SEARCHED.replace("pipc: [10, 50]", "pipc: [10]").replace("gamma: {low: 1.0e-4, high: 0.1}", "gamma: 0.001")
+            .replace("subset_seeds: [0, 1]", "subset_seeds: [0]"))
+    file = write_sweep(tmp_path / "resume.yaml", "resume", body, cifar_slice, smoke_teacher, iterations=20,
+                       checkpoint_every=5)
+    root = tmp_path / "resume"
+    driver = pdd(cluster, "sweep", "run", str(file), "--storage", str(tmp_path), "--address", cluster.address,
+                 log=tmp_path / "driver.log")
+    deadline = time.monotonic() + 300
+    while not (root.is_dir() and len(list(root.glob("*.parquet"))) >= 2):
+        assert driver.poll() is None and time.monotonic() < deadline, (tmp_path / "driver.log").read_text()[-3000:]
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert len(list(root.glob("*.parquet"))) < 7, "the driver died mid-sweep"
+
+    log = tmp_path / "resume.log"
+    finish(pdd(cluster, "sweep", "resume", str(root), "--address", cluster.address, log=log), log)
+
+    rows = rows_of(root)
+    assert all(row["status"] == "ok" for row in rows)
+    search = {row["trial_id"] for row in rows if row["stage"] == "search"}
+    confirm = {row["trial_id"] for row in rows if row["stage"] == "confirm"}
+    assert len(search) == 2 + 3 and len(confirm) == 2, "dm tries both inits, pdd three points, each confirmed once"
+    for stage, ids in (("search", search), ("confirm", confirm)):
+        finals = {}
+        for result in tune_results(root / "_tune" / stage):
+            if "pdd_trial_id" in result:
+                finals[result["trial_id"]] = result["pdd_trial_id"]
+        assert set(finals.values()) == ids, f"every {stage} trial Tune ran has its row, and no row is extra"
+
+
+@pytest.mark.ray
+def test_a_trial_whose_node_dies_resumes_from_its_checkpoint_on_another_node(cluster, cifar_slice, smoke_teacher,
+                                                                            tmp_path):
+    body = """\
+grid:
+  - {ipc: [1], pipc: [10]}
+methods:
+  dm: {method: dm, init: real}
+search: {trials: 1}
+confirm: {subset_seeds: [0]}
+"""
+    file = write_sweep(tmp_path / "lose.yaml", "lose", body, cifar_slice, smoke_teacher, iterations=150,
+                       checkpoint_every=5)
+    log = tmp_path / "driver.log"
+    driver = pdd(cluster, "sweep", "run", str(file), "--storage", str(tmp_path), "--address", cluster.address,
+                 log=log)
+    experiment = tmp_path / "lose" / "_tune" / "confirm"
+    deadline = time.monotonic() + 300
+    while not any("checkpointed" in result for result in tune_results(experiment)):
+        assert driver.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.3)
+    first_pid = tune_results(experiment)[-1]["pid"]
+    node = cluster.node_of(first_pid)
+    assert node is not None and node is not cluster.nodes[0], "trials run on worker nodes"
+    cluster.kill(node)
+
+    try:
+        finish(driver, log)
+        rows = rows_of(tmp_path / "lose")
+        assert [row["status"] for row in rows] == ["ok"]
+        final = tune_results(experiment)[-1]
+        assert final["resumed_iteration"] >= 5, "it went on from its last checkpoint, not from zero"
+        assert final["pid"] != first_pid and cluster.node_of(final["pid"]) is not node
+    finally:
+        cluster.add_worker()  # the next test has two workers again
+
+
+@pytest.mark.ray
+def test_a_submitted_sweep_runs_as_a_ray_job_and_its_results_appear(cluster, cifar_slice, smoke_teacher, tmp_path):
+    body = """\
+grid:
+  - {ipc: [1], pipc: [10]}
+methods:
+  dm: {method: dm, init: [noise, real]}
+  random: {method: random}
+search: {trials: 2}
+confirm: {subset_seeds: [0]}
+"""
+    file = write_sweep(tmp_path / "job.yaml", "job", body, cifar_slice, smoke_teacher)
+    submitted = subprocess.run([sys.executable, "-m", "pdd", "sweep", "submit", str(file), "--address",
+                                cluster.job_server, "--storage", str(tmp_path)],
+                               env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    job_id = submitted.stdout.split()[0]
+    assert job_id.startswith("raysubmit_")
+
+    deadline = time.monotonic() + 300
+    while len(list((tmp_path / "job").glob("*.parquet"))) < 4:  # cheaper to watch than to ask the job server
+        assert time.monotonic() < deadline, "the job's rows did not appear"
+        time.sleep(1)
+    for _ in range(30):
+        status = subprocess.run([sys.executable, "-m", "pdd", "sweep", "status", job_id, "--address",
+                                 cluster.job_server], env=cluster.env, capture_output=True, text=True)
+        assert status.returncode == 0, status.stderr
+        if "RUNNING" not in status.stdout and "PENDING" not in status.stdout:
+            break
+        time.sleep(2)
+    logs = subprocess.run([sys.executable, "-m", "pdd", "sweep", "logs", job_id, "--address", cluster.job_server],
+                          env=cluster.env, capture_output=True, text=True)
+    assert f"job {job_id}: SUCCEEDED" in status.stdout, logs.stdout[-3000:]
+    rows = rows_of(tmp_path / "job")
+    assert len(rows) == 2 + 2 and all(row["status"] == "ok" for row in rows)
+    assert "sweep resume" in logs.stdout
