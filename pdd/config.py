@@ -43,6 +43,15 @@ def default_data_source() -> str:
     return os.environ.get("PDD_DATA", "cifar10")
 
 
+def check_method(method: str) -> str:
+    """A registered method name, or an error listing them: the registry is the single list of methods."""
+    from pdd.methods import METHODS  # imported late: methods depends on this module's types
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
+    return method
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -134,11 +143,7 @@ class TrialConfig(Strict):
     @field_validator("method")
     @classmethod
     def _known_method(cls, method: str) -> str:
-        from pdd.methods import METHODS  # the registry is the single list of method names
-
-        if method not in METHODS:
-            raise ValueError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
-        return method
+        return check_method(method)
 
     @model_validator(mode="after")
     def _check(self) -> TrialConfig:

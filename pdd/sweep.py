@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from pdd.config import Budget, DataConfig, Strict, TrialConfig, format_validation_error
+from pdd.config import Budget, DataConfig, Strict, TrialConfig, check_method, format_validation_error
 from pdd.errors import SweepError
 from pdd.trial import cell_name
 
@@ -94,11 +94,7 @@ class MethodEntry(Strict):
     @field_validator("method")
     @classmethod
     def _known(cls, method: str) -> str:
-        from pdd.methods import METHODS
-
-        if method not in METHODS:
-            raise ValueError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
-        return method
+        return check_method(method)
 
     @model_validator(mode="after")
     def _used(self) -> MethodEntry:
