@@ -27,11 +27,12 @@ from pdd.config import EvalConfig, TrialConfig
 from pdd.distill import Problem, Terms, distill
 from pdd.evaluate import SAM, accuracy
 from pdd.hooks import SectionTimer
-from pdd.methods import synthetic_labels
+from pdd.methods import METHODS, synthetic_labels
 from pdd.models import ModelConfig, build_model
+from pdd.sweep import SweepSpec
 
 SETTINGS: list[tuple[int, int | None]] = [(1, 10), (1, 50), (10, 50), (10, None)]
-TERMS = {"dm": Terms(dkkt=False, dm=True), "pdd": Terms(dkkt=True, dm=True)}
+TERMS = {"dm": METHODS["dm"].runs[0], "pdd": METHODS["pdd"].runs[0]}
 SHARES = {"augment": "augmentation", "embed_real": "real embedding", "synthetic": "synthetic fwd/bwd",
           "dkkt": "DKKT terms", "step": "optimiser step"}
 NUM_CLASSES, CHANNELS, SIZE = 10, 3, 32
@@ -64,6 +65,60 @@ def forward_flops(model_cfg: ModelConfig) -> tuple[float, float]:
         flops += 2 * channels * model_cfg.width * 9 * size * size
         channels, size = model_cfg.width, size // 2
     return flops, 2 * channels * size * size * NUM_CLASSES
+
+
+def iteration_flops(cfg: TrialConfig, terms: Terms, real_per_class: int = POOL_AT_ALL) -> float:
+    """FLOPs of one distillation iteration; real_per_class is the pool at pipc 'all' (256 are drawn either way)."""
+    n_syn = NUM_CLASSES * cfg.ipc
+    n_real = NUM_CLASSES * min(cfg.pipc or real_per_class, cfg.batch_real)
+    embed, head = forward_flops(cfg.model)
+    flops = 0.0
+    if terms.dm:
+        flops += n_real * embed + 2 * n_syn * embed  # real forward; synthetic forward + input-gradient backward
+    if terms.dkkt:
+        teacher_embed, teacher_head = forward_flops(cfg.teacher_model)
+        flops += 7 * n_syn * (teacher_embed + teacher_head)  # forward, backward with create_graph, double backward
+    return flops
+
+
+def sam_step_flops(batch: int, model_cfg: ModelConfig) -> float:
+    return 6 * batch * sum(forward_flops(model_cfg))  # two forward + two full backward passes
+
+
+def evaluation_flops(cfg: TrialConfig, test_images: int = 10_000) -> float:
+    """FLOPs of training and scoring one evaluation model (SAM epochs over S, then val and test)."""
+    n_syn = NUM_CLASSES * cfg.ipc
+    per_epoch = sum(sam_step_flops(len(batch), cfg.model) for batch in torch.arange(n_syn).split(cfg.eval.batch))
+    scored = NUM_CLASSES * cfg.data.val_per_class + test_images
+    return cfg.eval.epochs * per_epoch + scored * sum(forward_flops(cfg.model))
+
+
+def trial_flops(cfg: TrialConfig) -> tuple[float, float]:
+    """(distillation, evaluation) FLOPs of a whole trial."""
+    distill_flops = sum(cfg.iterations * iteration_flops(cfg, terms) for terms in METHODS[cfg.method].runs)
+    return distill_flops, cfg.eval.seeds * evaluation_flops(cfg)
+
+
+def sweep_flops(spec: SweepSpec) -> list[dict[str, Any]]:
+    """FLOPs a sweep needs, per method entry and stage: every search trial, then the confirm trials."""
+    totals: dict[tuple[str, str], list[float]] = {}
+
+    def add(label: str, stage: str, values: dict[str, Any], count: int = 1) -> None:
+        distill_flops, eval_flops = trial_flops(TrialConfig.model_validate(values))
+        entry = totals.setdefault((label, stage), [0, 0.0, 0.0])
+        entry[0] += count
+        entry[1] += count * distill_flops
+        entry[2] += count * eval_flops
+
+    for study in spec.studies():  # the searched weights and init do not change the cost; the paper's point stands in
+        add(study.label, "search", study.base | study.first, study.budget(spec.search.trials))
+        for values in spec.confirm_values(study.base | study.first):
+            add(study.label, "confirm", values)
+    for label, values in spec.unsearched():
+        for confirmed in spec.confirm_values(values):
+            add(label, "confirm", confirmed)
+    return [{"method": label, "stage": stage, "trials": int(n), "distill_flops": d, "eval_flops": e}
+            for (label, stage), (n, d, e) in totals.items()]
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 1024) -> float:
@@ -106,11 +161,7 @@ def bench_distill(method: str, ipc: int, pipc: int | None, opts: Options) -> dic
     distill(problem, TERMS[method], images, synthetic_labels(NUM_CLASSES, ipc, opts.device), method)
     steps = [b - a for a, b in zip(stamps.times, stamps.times[1:], strict=False)][opts.warmup:]
     sections = sum(timer.seconds.values())
-    n_syn, n_real = NUM_CLASSES * ipc, NUM_CLASSES * min(per_class, cfg.batch_real)
-    embed, head = forward_flops(cfg.model)
-    flops = n_real * embed + 2 * n_syn * embed  # real forward; synthetic forward + input-gradient backward
-    if TERMS[method].dkkt:
-        flops += 7 * n_syn * (embed + head)  # forward, backward with create_graph, double backward
+    flops = iteration_flops(cfg, TERMS[method], real_per_class=per_class)
     ms = 1000 * statistics.median(steps)
     return {"method": method, "ipc": ipc, "pipc": "all" if pipc is None else pipc, "ms_per_iteration": ms,
             "shares": {SHARES[k]: v / sections for k, v in timer.seconds.items()},
@@ -131,7 +182,7 @@ def bench_sam_step(ipc: int, opts: Options) -> dict[str, Any]:
         sam.step(lambda: F.cross_entropy(model(x), y))
 
     ms = median_ms(lambda: _synced(opts.device, step), repeats=opts.iterations, warmup=opts.warmup)
-    flops = 6 * batch * sum(forward_flops(ModelConfig()))  # two forward + two full backward passes
+    flops = sam_step_flops(batch, ModelConfig())
     return {"ipc": ipc, "batch": batch, "ms_per_step": ms, "gflop_per_step": flops / 1e9,
             "achieved_gflops": flops / ms / 1e6}
 
@@ -141,7 +192,7 @@ def bench_test_pass(opts: Options, images: int = 4000) -> dict[str, Any]:
     model = build_model(ModelConfig(), CHANNELS, NUM_CLASSES, SIZE, generator).to(opts.device)
     pixels = torch.randint(0, 256, (images, CHANNELS, SIZE, SIZE), dtype=torch.uint8, generator=generator)
     pixels, labels = pixels.to(opts.device), torch.zeros(images, dtype=torch.long, device=opts.device)
-    ms = median_ms(lambda: accuracy(model, pixels, labels), repeats=3)
+    ms = median_ms(lambda: accuracy(model, pixels, labels, opts.precision), repeats=3)
     flops = images * sum(forward_flops(ModelConfig()))
     return {"images_per_second": images / ms * 1000, "achieved_gflops": flops / ms / 1e6}
 

@@ -4,7 +4,8 @@ Each iteration computes the enabled terms of L_total = L_primal + alpha L_stat +
 - DM: a fresh random embedder (re-initialised from the trial's generator), T' and S augmented with the
   same DSA parameters per class (Siamese), real embeddings without gradients.
 - DKKT: the frozen teacher (eval mode, never stepped) on the clean synthetic images.
-Images follow SGD with momentum 0.5 as in the DM reference; the multipliers lambda = scale * softplus(u)
+Images follow SGD with momentum 0.5 as in the DM reference, or Adam as in the DSV paper (optimizer_images);
+the multipliers lambda = scale * softplus(u)
 (dual feasibility by construction) follow Adam on u. The loop checkpoints its whole state, including the
 generator's, so a killed trial resumes at the iteration it reached and continues the same random stream.
 """
@@ -12,6 +13,7 @@ generator's, so a killed trial resumes at the iteration it reached and continues
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,6 +33,12 @@ SOFTPLUS_ONE = math.log(math.e - 1)  # softplus(SOFTPLUS_ONE) == 1
 # Real images are embedded in chunks: on a CPU, 32 images' activations stay in cache and the no-gradient
 # forward ran 1.9x faster than one batch of 500 (pdd bench). Each image's features do not depend on the chunk.
 REAL_CHUNK = 32
+
+
+IMAGE_OPTIMIZERS: dict[str, Callable[[list[Tensor], TrialConfig], torch.optim.Optimizer]] = {
+    "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr_images, momentum=cfg.momentum_images),
+    "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr_images),
+}
 
 
 @dataclass
@@ -86,7 +94,7 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
     generator = torch.Generator().manual_seed(cfg.seed)
     images = images.detach().clone().to(device).requires_grad_(True)
     free_lambdas = torch.full((len(images),), SOFTPLUS_ONE, device=device, requires_grad=True)
-    opt_images = torch.optim.SGD([images], lr=cfg.lr_images, momentum=cfg.momentum_images)
+    opt_images = IMAGE_OPTIMIZERS[cfg.optimizer_images]([images], cfg)
     opt_lambdas = torch.optim.Adam([free_lambdas], lr=cfg.lr_lambda)
     scale = problem.lambda_scale(len(images))
     history: list[dict[str, float]] = []
@@ -109,6 +117,7 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
     # L_stat when the weighted gradients vanish (mean |theta*| for l1): where a naive DKKT term stalls.
     stat_floor = losses.stat_floor(teacher_params, cfg.distance) if terms.dkkt else math.nan
 
+    masked = cfg.primal == "misclassified"
     dm_weight = cfg.gamma if terms.dkkt else 1.0  # eq. 5 weighs DM by gamma; DM alone is plain eq. 2
     timer = problem.timer
     problem.reporter.start(name, cfg.iterations)
@@ -119,13 +128,13 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
         if terms.dkkt:
             with timer.section("dkkt"):
                 logits = problem.teacher(images)
-                parts["primal"] = losses.l_primal(logits, labels)
+                parts["primal"] = losses.l_primal(logits, labels, masked)
                 parts["stat"] = losses.l_stat(teacher_params, logits, labels, lambdas, cfg.distance)
                 if cfg.manifold_weight > 0:
                     # The DSV paper's manifold condition: augmented copies must satisfy the KKT terms too.
                     moved = augment.augment(images, generator, siamese=False)
                     moved_logits = problem.teacher(moved)
-                    parts["manifold"] = losses.l_primal(moved_logits, labels) + cfg.alpha * losses.l_stat(
+                    parts["manifold"] = losses.l_primal(moved_logits, labels, masked) + cfg.alpha * losses.l_stat(
                         teacher_params, moved_logits, labels, lambdas, cfg.distance)
         if terms.dm:
             parts["dm"] = _dm_term(problem, embedder, real_by_class, images, labels, generator)

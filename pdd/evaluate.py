@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from pdd.config import EvalConfig
     from pdd.models import ModelConfig
 
+SCORE_BATCH = 1000
+
 
 class SAM:
     """Sharpness-Aware Minimisation (Foret et al. 2021) around a base optimiser.
@@ -108,13 +110,18 @@ def train_on_synthetic(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cf
 
 
 @torch.inference_mode()
-def accuracy(model: nn.Module, images_uint8: Tensor, labels: Tensor, batch: int = 1000) -> float:
-    """Percent correct; images stay uint8 until their batch is normalised, to keep memory flat."""
+def accuracy(model: nn.Module, images_uint8: Tensor, labels: Tensor, precision: str = "fp32",
+             batch: int = SCORE_BATCH) -> float:
+    """Percent correct; images stay uint8 until their batch is normalised, to keep memory flat.
+
+    precision "bf16" runs the forward under bfloat16 autocast (logits compared in float32).
+    """
     model.eval()
     correct = 0
-    for start in range(0, len(images_uint8), batch):
-        x = normalize(images_uint8[start:start + batch])
-        correct += int((model(x).argmax(1) == labels[start:start + batch]).sum())
+    with torch.autocast(images_uint8.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for start in range(0, len(images_uint8), batch):
+            x = normalize(images_uint8[start:start + batch])
+            correct += int((model(x).float().argmax(1) == labels[start:start + batch]).sum())
     return 100.0 * correct / max(1, len(images_uint8))
 
 
@@ -131,8 +138,8 @@ def score(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cfg: ModelConfi
         phase = f"evaluate {k + 1}/{len(seeds)}"
         model = train_on_synthetic(images, labels, cfg, model_cfg, num_classes, seed, reporter, phase)
         done = {"seeds": done["seeds"] + [seed],
-                "val": done["val"] + [accuracy(model, *val)],
-                "test": done["test"] + [accuracy(model, *test)]}
+                "val": done["val"] + [accuracy(model, *val, cfg.precision)],
+                "test": done["test"] + [accuracy(model, *test, cfg.precision)]}
         store.save("evaluate", done)
     order = [done["seeds"].index(s) for s in seeds]
     return Scored(seeds, [done["val"][i] for i in order], [done["test"][i] for i in order])

@@ -30,8 +30,14 @@ def l_dm(real_features: Tensor, real_labels: Tensor, syn_features: Tensor, syn_l
     return (gap[present] ** 2).sum()
 
 
-def l_primal(logits: Tensor, labels: Tensor) -> Tensor:
-    return F.cross_entropy(logits, labels)
+def l_primal(logits: Tensor, labels: Tensor, only_misclassified: bool = False) -> Tensor:
+    """Cross-entropy of the teacher on S. only_misclassified: primal feasibility as a constraint (the DSV
+    paper's masked form): an image the teacher already assigns to its class adds nothing, so the loss stops
+    pushing it ever deeper into its class, where its gradient, and its use to L_stat, vanishes."""
+    per_image = F.cross_entropy(logits, labels, reduction="none")
+    if only_misclassified:
+        per_image = per_image * (logits.argmax(1) != labels)
+    return per_image.mean()
 
 
 def _flatten(tensors: Sequence[Tensor]) -> Tensor:

@@ -25,20 +25,26 @@ if TYPE_CHECKING:
     from pdd.config import TrialConfig
 
 
+DM_ONLY = Terms(dkkt=False, dm=True)
+DKKT_ONLY = Terms(dkkt=True, dm=False)
+BOTH = Terms(dkkt=True, dm=True)
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
     make: Callable[[Problem], Distilled]
     needs_teacher: Callable[[TrialConfig], bool]
+    runs: tuple[Terms, ...]  # the distillation loops it runs, for cost estimates (pdd sweep estimate)
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, needs_teacher: bool | Callable[[TrialConfig], bool]):
+def register(name: str, needs_teacher: bool | Callable[[TrialConfig], bool], runs: tuple[Terms, ...]):
     def add(make: Callable[[Problem], Distilled]) -> Callable[[Problem], Distilled]:
         rule = needs_teacher if callable(needs_teacher) else (lambda cfg, fixed=needs_teacher: fixed)
-        METHODS[name] = Method(name, make, rule)
+        METHODS[name] = Method(name, make, rule, runs)
         return make
     return add
 
@@ -67,28 +73,28 @@ def _distill_with(problem: Problem, terms: Terms, name: str, init: str | None = 
     return distill(problem, terms, initial_images(problem, init or problem.cfg.init), labels, name)
 
 
-@register("dm", needs_teacher=False)
+@register("dm", needs_teacher=False, runs=(DM_ONLY,))
 def make_dm(problem: Problem) -> Distilled:
-    return _distill_with(problem, Terms(dkkt=False, dm=True), "dm")
+    return _distill_with(problem, DM_ONLY, "dm")
 
 
-@register("dsv", needs_teacher=True)
+@register("dsv", needs_teacher=True, runs=(DKKT_ONLY,))
 def make_dsv(problem: Problem) -> Distilled:
-    return _distill_with(problem, Terms(dkkt=True, dm=False), "dsv")
+    return _distill_with(problem, DKKT_ONLY, "dsv")
 
 
-@register("pdd", needs_teacher=True)
+@register("pdd", needs_teacher=True, runs=(BOTH,))
 def make_pdd(problem: Problem) -> Distilled:
-    return _distill_with(problem, Terms(dkkt=True, dm=True), "pdd")
+    return _distill_with(problem, BOTH, "pdd")
 
 
-@register("random", needs_teacher=False)
+@register("random", needs_teacher=False, runs=())
 def make_random(problem: Problem) -> Distilled:
     labels = synthetic_labels(problem.num_classes, problem.cfg.ipc, problem.device)
     return Distilled(first_per_class(problem, problem.cfg.ipc), labels, None, {}, [])
 
 
-@register("blend", needs_teacher=lambda cfg: cfg.dsv_set is None)
+@register("blend", needs_teacher=lambda cfg: cfg.dsv_set is None, runs=(DKKT_ONLY, DM_ONLY))
 def make_blend(problem: Problem) -> Distilled:
     cfg = problem.cfg
     if cfg.dsv_set is not None:
@@ -96,9 +102,9 @@ def make_blend(problem: Problem) -> Distilled:
         dsv_images, dsv_labels = dsv_images.to(problem.device), dsv_labels.to(problem.device)
     else:
         # Fig. 3 blends DSVs extracted from noise, i.e. without real data.
-        dsv = _distill_with(problem, Terms(dkkt=True, dm=False), "blend-dsv", init="noise")
+        dsv = _distill_with(problem, DKKT_ONLY, "blend-dsv", init="noise")
         dsv_images, dsv_labels = dsv.images, dsv.labels
-    dm = _distill_with(problem, Terms(dkkt=False, dm=True), "blend-dm")
+    dm = _distill_with(problem, DM_ONLY, "blend-dm")
     if not torch.equal(dsv_labels, dm.labels):
         raise PddError(f"the DSV set's labels are not ipc={cfg.ipc} x {problem.num_classes} classes in class order")
     return Distilled((dsv_images + dm.images) / 2, dm.labels, None, dm.final, dm.history)

@@ -52,6 +52,7 @@ from pdd.errors import PddError, SweepError
 from pdd.hooks import NullReporter, Reporter
 from pdd.io import atomic_path
 from pdd.methods import METHODS
+from pdd.overhead import Overhead, sweep_overhead, trial_slots
 from pdd.results import read_results, write_row
 from pdd.sweep import Study, SweepSpec, study_key
 from pdd.teacher import ensure_teacher, file_hash
@@ -61,6 +62,7 @@ METRIC = "val_mean"  # what every study maximises; test accuracy never reaches T
 # Beside the rows, so with a leading underscore: Parquet readers of the directory skip them (as _artifacts/).
 SPEC_FILE = "_sweep.json"
 TEACHER_FILE = "_teacher.pt"
+DRIVER_FILE = "_driver.json"  # the last driver run's start, end, stage times and trial slots (pdd sweep overhead)
 TUNE_DIR = "_tune"
 # Not uploaded with a submitted job: environments, outputs and caches.
 JOB_EXCLUDES = [".venv", ".git", "results", "runs", "teachers", ".cache", "**/__pycache__", ".pytest_cache",
@@ -199,7 +201,12 @@ class TuneStore:
 
 
 def run_sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
-    """Tune's trainable: one pdd trial; its row goes to the sweep directory and val_mean to the study."""
+    """Tune's trainable: one pdd trial; its row goes to the sweep directory and val_mean to the study.
+
+    Its final result also carries when the function started and ended (UTC epoch seconds, wall clock so that
+    trials on other nodes compare): `pdd sweep overhead` charges the time around them to Ray and Tune.
+    """
+    started_at = time.time()
     cfg = TrialConfig.model_validate(config["trial"])
     if context.gpu > 0 and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(min(context.gpu, 1.0))  # the trial's share of its GPU
@@ -221,7 +228,9 @@ def run_sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
     metrics = {"pdd_trial_id": row["trial_id"], "status": row["status"], "resumed_iteration": store.resumed_iteration}
     if row["status"] == "ok":
         metrics |= {"val_mean": row["val_mean"], "val_std": row["val_std"]}
-    tune.report(metrics)
+    # The last report's round trip to the driver counts as outside the function: it is Tune's time. Nested, so
+    # Tune's progress table (the first four numbers of a result) keeps showing val_mean instead of a timestamp.
+    tune.report(metrics | {"trial_function": {"started_at": started_at, "ended_at": time.time()}})
 
 
 def _node_teacher(teacher: bytes) -> Path:
@@ -323,6 +332,8 @@ class Outcome:
     root: str
     errored: int  # trials that failed after all retries
     unconfirmed: list[str]  # studies without a single ok trial, so nothing to confirm
+    slots: int  # trials the cluster fits at once, from the resources each asks for
+    marks: dict[str, float]  # when Ray was up and each stage started and ended (UTC epoch seconds)
 
 
 @contextmanager
@@ -361,19 +372,30 @@ def materials(root: str, reporter: Reporter | None = None) -> Materials:
 def execute(root: str, made: Materials, address: str | None = None) -> Outcome:
     """Run, or continue, the sweep stored at root: search, then confirm. Finished trials are never rerun."""
     spec = made.spec
+    marks: dict[str, float] = {}
     with ray_session(address):
+        marks["ray_ready"] = time.time()
         if not address:
             _check_fits(spec)
+        slots = trial_slots(ray.cluster_resources(), spec.resources.cpu, spec.resources.gpu)
+        # With a searcher, Tune keeps one trial pending at a time, so the search stage fills its slots one worker
+        # start after another (seconds each, measured by `pdd sweep overhead`); one pending trial per slot starts
+        # them all at once. A user's own setting wins.
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(slots, 1)))
         errored = 0
         if spec.studies():
             searcher = StudySearcher(spec.studies(), spec.search.trials, spec.search.max_concurrent, spec.search.seed)
+            marks["search_started"] = time.time()
             errored += _fit(spec, root, "search", made.teacher, tune.TuneConfig(
                 search_alg=searcher, num_samples=sum(searcher.budgets.values()), reuse_actors=True), {})
+            marks["search_ended"] = time.time()
         jobs, unconfirmed = confirm_trials(spec, read_results(rows_dir(root)).to_pylist())
         if jobs:
+            marks["confirm_started"] = time.time()
             errored += _fit(spec, root, "confirm", made.teacher, tune.TuneConfig(num_samples=1, reuse_actors=True),
                             {"trial": tune.grid_search(jobs)})
-    return Outcome(root, errored, unconfirmed)
+            marks["confirm_ended"] = time.time()
+    return Outcome(root, errored, unconfirmed, slots, marks)
 
 
 def _check_fits(spec: SweepSpec) -> None:
@@ -499,6 +521,58 @@ def _running_configs(root: str) -> list[dict[str, Any]]:
             analysis = tune.ExperimentAnalysis(path)
             configs += [trial.config for trial in analysis.trials if trial.status == "RUNNING"]
     return configs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Overhead of the last driver run
+
+
+def save_driver_run(root: str, record: dict[str, Any]) -> None:
+    """The driver's start, end, marks and slots, so the overhead can be worked out after the fact."""
+    data = json.dumps(record, indent=1).encode()
+    if is_uri(root):
+        _write(root, DRIVER_FILE, data)  # an object store replaces an object in one step anyway
+    else:
+        with atomic_path(Path(root) / DRIVER_FILE) as tmp:
+            tmp.write_bytes(data)
+
+
+def load_driver_run(root: str) -> dict[str, Any]:
+    saved = _read(root, DRIVER_FILE)
+    if saved is None:
+        raise SweepError(f"no finished driver run recorded at {root} (no {DRIVER_FILE}); `pdd sweep run` or "
+                         f"`pdd sweep resume` writes it when it ends")
+    try:
+        return json.loads(saved)
+    except json.JSONDecodeError as error:
+        raise SweepError(f"{root}/{DRIVER_FILE} is not valid JSON: {error}") from None
+
+
+def trial_intervals(root: str) -> list[tuple[float, float]]:
+    """(start, end) of the trial function for every trial whose final result Tune recorded, in both stages."""
+    fs, base = _filesystem(root)
+    selector = pafs.FileSelector(f"{base}/{TUNE_DIR}", recursive=True, allow_not_found=True)
+    intervals = []
+    for info in fs.get_file_info(selector):
+        if info.base_name != "result.json":
+            continue
+        with fs.open_input_stream(info.path) as stream:
+            lines = stream.read().decode().splitlines()
+        for line in reversed(lines):  # the final result is the last line; an older pdd's trials have none
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line Tune was still writing
+            if "trial_function" in result:
+                intervals.append((result["trial_function"]["started_at"], result["trial_function"]["ended_at"]))
+                break
+    return intervals
+
+
+def overhead(root: str) -> tuple[Overhead, dict[str, Any]]:
+    """The last driver run's overhead, and its record (for the marks)."""
+    record = load_driver_run(root)
+    return sweep_overhead(trial_intervals(root), record["started_at"], record["ended_at"], record["slots"]), record
 
 
 # ---------------------------------------------------------------------------------------------------------------

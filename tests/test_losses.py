@@ -61,6 +61,13 @@ def test_l_primal_is_cross_entropy():
     assert losses.l_primal(logits, torch.tensor([0, 1])).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_l_primal_masked_counts_only_misclassified_images():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 0, 1])  # the first is right, the other two wrong
+    expected = (math.log(1 + math.exp(3.0)) + math.log(1 + math.exp(1.0))) / 3
+    assert losses.l_primal(logits, labels, only_misclassified=True).item() == pytest.approx(expected, rel=1e-6)
+
+
 def test_distances_by_hand():
     a, b = torch.tensor([1.0, -2.0, 0.0, 3.0]), torch.tensor([0.0, 0.0, 0.0, 1.0])
     assert losses.DISTANCES["l1"](a, b).item() == pytest.approx((1 + 2 + 0 + 2) / 4)

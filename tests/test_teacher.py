@@ -23,3 +23,25 @@ def test_stationarity_gap_vanishes_at_the_regularised_minimum():
     after = stationarity(model, images, labels, weight_decay=0.1)
     assert after["stationarity_gap"] < 0.01 * after["stat_floor"]
     assert before["stationarity_gap"] > 0.5 * before["stat_floor"]
+
+
+def test_a_checkpoint_from_other_settings_is_not_resumed(cifar_slice):
+    """Same --out, new weight decay: training starts over instead of finishing the old run's schedule."""
+    from pdd.config import TeacherConfig
+    from pdd.hooks import MemoryStore
+    from pdd.teacher import train_teacher
+    from pdd.trial import cached_dataset
+
+    dataset = cached_dataset(str(cifar_slice))
+    values = {"budget": "smoke", "epochs": 2, "data": {"source": str(cifar_slice), "val_per_class": 5}}
+    store = MemoryStore()
+    train_teacher(TeacherConfig(**values), dataset, torch.device("cpu"), store=store)
+    assert store.load("teacher")["epoch"] == 2
+
+    resumed = MemoryStore()
+    resumed.save("teacher", store.load("teacher"))
+    fresh = train_teacher(TeacherConfig(**values, weight_decay=0.01), dataset, torch.device("cpu"), store=resumed)
+    alone = train_teacher(TeacherConfig(**values, weight_decay=0.01), dataset, torch.device("cpu"))
+    assert fresh["meta"]["train_seconds"] > 0
+    for name, weights in alone["state_dict"].items():
+        assert torch.equal(fresh["state_dict"][name], weights), name

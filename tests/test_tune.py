@@ -123,6 +123,35 @@ def test_a_trial_that_raises_leaves_a_failed_row_that_its_retry_replaces(cifar_s
     assert [row["status"] for row in read_results(tmp_path).to_pylist()] == ["ok"]
 
 
+def test_overhead_reads_the_driver_record_and_each_trials_final_tune_result(tmp_path, capsys):
+    from pdd.cli import main
+    from pdd.tune import save_driver_run
+
+    def results(stage: str, trial: str, *lines: dict | str) -> None:
+        folder = tmp_path / "_tune" / stage / trial
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text("".join(
+            (line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+
+    results("search", "a", {"phase": "distill"}, {"trial_function": {"started_at": 1010.0, "ended_at": 1040.0}})
+    results("search", "b", {"trial_function": {"started_at": 1012.0, "ended_at": 1050.0}}, '{"half a li')
+    results("confirm", "c", {"trial_function": {"started_at": 1041.0, "ended_at": 1080.0}})
+    results("confirm", "d", {"trial_function": {"started_at": 1055.0, "ended_at": 1090.0}})
+    results("confirm", "older-pdd", {"val_mean": 10.0})  # no timestamps: not counted
+    assert main(["sweep", "overhead", str(tmp_path)]) == 2
+    assert "no finished driver run recorded" in capsys.readouterr().err
+
+    save_driver_run(str(tmp_path), {"started_at": 1000.0, "ended_at": 1100.0, "slots": 2,
+                                    "marks": {"ray_ready": 1005.0, "search_started": 1006.0}})
+    out = tmp_path / "overhead.json"
+    assert main(["sweep", "overhead", str(tmp_path), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert (report["trials"], report["busy_slot_seconds"], report["available_slot_seconds"]) == (4, 142, 200)
+    assert report["outside"] == [10, 12, 1, 5] and report["utilisation"] == pytest.approx(0.71)
+    assert report["timeline"] == {"ray_ready": 5.0, "search_started": 6.0}
+    assert "71.0%" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # A local multi-node cluster
 

@@ -1,6 +1,7 @@
 """`pdd bench`: the speed benchmark as a table, and as JSON for the record.
 
     pdd bench --out benchmarks/cpu.json --data ../shared/datasets/cifar10-jpeg.tar.gz
+    pdd bench --out benchmarks/cpu.json --sweep results/smoke    # with the overhead of a finished sweep
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import typer
 from rich.table import Table
 
 from pdd.cli.common import app, console
+from pdd.cli.sweep import overhead_report, print_overhead, sweep_dir
 from pdd.io import atomic_path
 
 
@@ -23,6 +25,8 @@ def bench(
     data: str | None = typer.Option(None, help="also time trial start-up, cold and warm, on this dataset"),
     teacher: Path | None = typer.Option(None, help="a teacher for the start-up timing (else a dm trial)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    sweep: str | None = typer.Option(None, help="also report the trial-slot overhead of this finished sweep "
+                                     "directory's last driver run (as `pdd sweep overhead`)"),
 ) -> None:
     """Time distillation, evaluation and start-up; compare each step with this machine's FLOP ceiling."""
     from pdd import bench as benchmark
@@ -30,7 +34,14 @@ def bench(
     from pdd.trial import resolve_device
 
     TrialConfig(precision=precision)  # validates the flag with the config's own rule
+    overhead = None
+    if sweep is not None:  # read first: a wrong directory should fail at once, not after minutes of timing
+        from pdd.tune import overhead as sweep_overhead  # imports Ray, so only when asked
+
+        overhead = overhead_report(*sweep_overhead(sweep_dir(sweep)))
     report = benchmark.run(benchmark.Options(resolve_device(device), precision, iterations), data, teacher)
+    if overhead is not None:
+        report["sweep_overhead"] = overhead
     print_report(report)
     if out is not None:
         with atomic_path(out) as tmp:
@@ -61,3 +72,5 @@ def print_report(report: dict) -> None:
         start = report["startup"]
         console.print(f"trial start-up to first iteration: {start['warm_seconds']:.2f} s warm, "
                       f"{start['cold_seconds']:.1f} s cold")
+    if "sweep_overhead" in report:
+        print_overhead(report["sweep_overhead"])

@@ -5,13 +5,18 @@
     pdd sweep status results/smoke                         # or a job id
     pdd sweep resume results/smoke
     pdd sweep logs raysubmit_XXXX --follow
+    pdd sweep overhead results/smoke --out overhead.json   # slot utilisation of the last driver run
+    pdd sweep estimate sweeps/table1.yaml --tflops 10       # FLOPs and GPU-hours, from the layer shapes
 
 The sweep file is validated before anything starts; Ray is imported only once a command needs it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -20,6 +25,8 @@ from rich.table import Table
 import pdd
 from pdd.cli.common import RichReporter, app, console, progress_bars
 from pdd.errors import PddError
+from pdd.io import atomic_path
+from pdd.overhead import Overhead
 from pdd.sweep import load_sweep
 
 sweep_app = typer.Typer(no_args_is_help=True, help="Optuna searches over (ipc, pipc) cells, run by Ray Tune.")
@@ -46,10 +53,11 @@ def run(
     address: str | None = typer.Option(None, help=CLUSTER_HELP),
 ) -> None:
     """Run a sweep (search, then confirm) and print its progress per cell; rerunning it continues it."""
+    started_at = time.time()  # the driver's start for `pdd sweep overhead`: Ray's import and start-up are its cost
     spec = load_sweep(file)
     from pdd import tune as sweeps  # Ray loads in seconds: only once the file is known to be good
 
-    _execute(sweeps.prepare(spec, _storage(storage)), address)
+    _execute(sweeps.prepare(spec, _storage(storage)), address, started_at)
 
 
 @sweep_app.command("resume")
@@ -58,21 +66,24 @@ def resume(
     address: str | None = typer.Option(None, help=CLUSTER_HELP),
 ) -> None:
     """Continue a sweep whose driver died: Tune restores its experiments, errored trials resume too."""
-    _execute(_sweep_dir(directory), address)
+    _execute(sweep_dir(directory), address, time.time())
 
 
-def _sweep_dir(target: str) -> str:
+def sweep_dir(target: str) -> str:
     from pdd.tune import is_uri
 
     return target if is_uri(target) else str(Path(target).resolve())
 
 
-def _execute(root: str, address: str | None) -> None:
+def _execute(root: str, address: str | None, started_at: float) -> None:
     from pdd import tune as sweeps
 
     with progress_bars() as progress:  # the teacher's training, when the sweep needs one trained
         made = sweeps.materials(root, RichReporter(progress))
+    teacher_ready = time.time()
     outcome = sweeps.execute(root, made, address)
+    sweeps.save_driver_run(root, {"started_at": started_at, "ended_at": time.time(), "slots": outcome.slots,
+                                  "marks": {"teacher_ready": teacher_ready} | outcome.marks})
     print_progress(root)
     for key in outcome.unconfirmed:
         console.print(f"[yellow]{key}: no search trial finished, so nothing was confirmed[/yellow]")
@@ -111,7 +122,7 @@ def status(
     from pdd import tune as sweeps
 
     if sweeps.is_uri(target) or os.sep in target or Path(target).is_dir():  # job ids hold no slash
-        print_progress(_sweep_dir(target))
+        print_progress(sweep_dir(target))
         return
     info = sweeps.job_info(target, _job_server(address))
     console.print(f"job {target}: {info['status']}" + (f" ({info['message']})" if info["message"] else ""))
@@ -131,6 +142,76 @@ def logs(
 
     for chunk in sweeps.job_logs(job_id, _job_server(address), follow):
         console.out(chunk, end="", highlight=False)
+
+
+@sweep_app.command("estimate")
+def estimate(
+    file: Path = typer.Argument(..., help="a sweep file, e.g. sweeps/table1.yaml"),
+    tflops: float = typer.Option(10.0, min=1e-6, help="effective TFLOP/s one GPU (or node) sustains on these nets"),
+) -> None:
+    """FLOPs a sweep needs (from the layer shapes, as `pdd bench` counts them) and the GPU-hours at --tflops."""
+    from pdd.bench import sweep_flops
+
+    rows = sweep_flops(load_sweep(file))
+    table = Table("method", "stage", "trials", "distill PFLOP", "evaluate PFLOP", "GPU-hours",
+                  title=f"{file}: cost at {tflops:g} effective TFLOP/s")
+    hours = lambda flops: flops / (tflops * 1e12) / 3600  # noqa: E731
+    for row in rows:
+        total = row["distill_flops"] + row["eval_flops"]
+        table.add_row(row["method"], row["stage"], str(row["trials"]), f"{row['distill_flops'] / 1e15:,.1f}",
+                      f"{row['eval_flops'] / 1e15:,.1f}", f"{hours(total):,.1f}")
+    total = sum(row["distill_flops"] + row["eval_flops"] for row in rows)
+    table.add_row("total", "", str(sum(row["trials"] for row in rows)),
+                  f"{sum(row['distill_flops'] for row in rows) / 1e15:,.1f}",
+                  f"{sum(row['eval_flops'] for row in rows) / 1e15:,.1f}", f"{hours(total):,.1f}", style="bold")
+    console.print(table)
+
+
+@sweep_app.command("overhead")
+def overhead(
+    directory: str = typer.Argument(..., help="a finished sweep directory, e.g. results/smoke, or its URI"),
+    out: Path | None = typer.Option(None, help="also write the figures as JSON here"),
+) -> None:
+    """How busy the trial slots were during the last driver run, and the time each trial waited outside."""
+    from pdd import tune as sweeps
+
+    found, record = sweeps.overhead(sweep_dir(directory))
+    report = overhead_report(found, record)
+    print_overhead(report)
+    if out is not None:
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
+        console.print(f"wrote {out}")
+
+
+def overhead_report(found: Overhead, record: dict) -> dict:
+    """The overhead's figures and the driver's timeline (seconds after its start), as one JSON-ready dict."""
+    start = record["started_at"]
+    return found.as_dict() | {
+        "driver_started": datetime.fromtimestamp(start, UTC).isoformat(timespec="seconds"),
+        "timeline": {name: at - start for name, at in sorted(record["marks"].items(), key=lambda kv: kv[1])}}
+
+
+def print_overhead(report: dict) -> None:
+    table = Table("sweep overhead", "value", title=f"driver run of {report['driver_started']}")
+    rows = [
+        ("trial slots", str(report["slots"])),
+        ("trials", str(report["trials"])),
+        ("wall time", f"{report['wall_seconds']:.1f} s"),
+        ("busy slot-seconds", f"{report['busy_slot_seconds']:.1f}"),
+        ("available slot-seconds", f"{report['available_slot_seconds']:.1f}"),
+        ("utilisation", f"{report['utilisation']:.1%}"),
+        ("outside per trial, median", f"{report['outside_median']:.2f} s"),
+        ("outside per trial, mean", f"{report['outside_mean']:.2f} s"),
+        ("idle: before each slot's first trial", f"{report['startup_slot_seconds']:.1f} slot-s"),
+        ("idle: between trials", f"{report['between_slot_seconds']:.1f} slot-s"),
+        ("idle: after each slot's last trial", f"{report['tail_slot_seconds']:.1f} slot-s"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print("driver timeline: " + ", ".join(f"{name} {at:.1f} s" for name, at in report["timeline"].items()),
+                  style="dim")
 
 
 def print_progress(root: str) -> None:

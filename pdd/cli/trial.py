@@ -34,6 +34,8 @@ def trial(
     eval_epochs: int | None = typer.Option(None, help="SAM epochs per evaluation model"),
     eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
     seed: int | None = typer.Option(None, help="distillation seed"),
+    precision: str | None = typer.Option(
+        None, help="bf16: no-gradient forwards (real embeddings, scoring) in bfloat16; fp32 forces the plain path"),
     subset_seed: int | None = typer.Option(None, help="seed of the draw of T'"),
     data: str | None = typer.Option(None, help="cifar10, an ImageFolder dir or an archive of one [env PDD_DATA]"),
     teacher: str | None = typer.Option(
@@ -51,7 +53,8 @@ def trial(
     pipc_value = parse_pipc(pipc)
     values = merged(load_config_file(config), method=method, ipc=ipc, alpha=alpha, gamma=gamma, init=init,
                     budget=budget, iterations=iterations, seed=seed, subset_seed=subset_seed, dsv_set=dsv_set,
-                    **{"eval.epochs": eval_epochs, "eval.seeds": eval_seeds, "data.source": data})
+                    precision=precision, **{"eval.epochs": eval_epochs, "eval.seeds": eval_seeds,
+                                            "eval.precision": precision, "data.source": data})
     if pipc_value != "unset":
         values["pipc"] = pipc_value
     cfg = TrialConfig.model_validate(values)
@@ -101,6 +104,7 @@ def evaluate(
     budget: Budget = typer.Option(Budget.cpu, help="evaluation epochs and seeds: smoke, cpu or paper"),
     eval_epochs: int | None = typer.Option(None, help="SAM epochs per evaluation model"),
     eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
+    precision: str | None = typer.Option(None, help="bf16: score val/test in bfloat16; fp32 forces the plain path"),
     data: str | None = typer.Option(None, help="the dataset to score on [env PDD_DATA]"),
     val_per_class: int | None = typer.Option(None, help="validation images per class (as the trial used)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
@@ -110,7 +114,8 @@ def evaluate(
     from pdd.synthetic import load_synthetic
     from pdd.trial import cached_dataset, resolve_device, score_on_dataset
 
-    eval_cfg = EvalConfig.model_validate(merged({"budget": budget.value}, epochs=eval_epochs, seeds=eval_seeds))
+    eval_cfg = EvalConfig.model_validate(merged({"budget": budget.value}, epochs=eval_epochs, seeds=eval_seeds,
+                                                 precision=precision))
     data_cfg = DataConfig.model_validate(merged({}, source=data, val_per_class=val_per_class))
     target = resolve_device(device)
     dataset = cached_dataset(data_cfg.source)
@@ -132,7 +137,8 @@ def teacher_train(
     budget: Budget = typer.Option(Budget.cpu, help="epochs: smoke, cpu or paper"),
     epochs: int | None = typer.Option(None, help="training epochs (overrides the budget)"),
     weight_decay: float | None = typer.Option(None, help="weight decay (sets the KKT multipliers' scale)"),
-    norm: str | None = typer.Option(None, help="instance (the DM ConvNet's), batch, layer or none"),
+    norm: str | None = typer.Option(None, help="none (default: no scale invariance for L_stat), instance (the DM "
+                                               "ConvNet's), batch or layer"),
     augment: bool | None = typer.Option(None, help="random crop and flip while training"),
     data: str | None = typer.Option(None, help="cifar10, an ImageFolder dir or an archive of one [env PDD_DATA]"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
