@@ -9,6 +9,13 @@ from __future__ import annotations
 
 PAPER = "Lee, Lee & Kwak, Practical Dataset Distillation Based on Deep Support Vectors, Table 1"
 
+# What the paper's Table 1 cost, as far as the paper says (supplement A): a report sets its own budget beside it.
+PAPER_BUDGET = {
+    "iterations": "not stated (the DM reference runs 20,000)",
+    "eval_epochs": "5,000 (SAM, lr 0.1, rho 0.001)",
+    "eval_models": "not stated",
+}
+
 Stat = tuple[float, float]  # (mean, std) in percent
 
 TABLE_1: dict[tuple[int, int | None], dict[str, Stat]] = {

@@ -69,10 +69,15 @@ def cached_dataset(source: str) -> ImageDataset:
 
 
 def git_commit() -> str:
+    """HEAD of pdd's checkout, with '+dirty' when tracked files differ from it: then HEAD alone is not the code."""
+    here = Path(__file__).parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return "unknown"
+        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                 capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("+dirty" if changes.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

@@ -3,11 +3,12 @@ the first (`pdd report A B`: B's table with its deltas to A)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pdd.paper import PAPER
+from pdd.paper import PAPER, PAPER_BUDGET
 from pdd.report.figures import figures
 from pdd.report.model import Footnotes, Report, Section
 from pdd.report.outcomes import CONFIRM, TRIAL, Sweep, load_sweep
@@ -53,13 +54,35 @@ def provenance(sweep: Sweep, compared_with: str) -> list[tuple[str, str]]:
         ("Results", str(sweep.directory)),
         ("Sweep", ", ".join(sweep.values("sweep_id"))),
         ("Budget", ", ".join(sweep.values("budget"))),
+        ("Budget against the paper", budget_against_paper(staged)),
         ("Dataset", ", ".join(sweep.values("dataset_name")) or "not recorded"),
-        ("Commit", ", ".join(commit[:12] for commit in sweep.values("git_commit")) or "not recorded"),
+        ("Commit", ", ".join(commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
+                             for commit in sweep.values("git_commit")) or "not recorded"),
         ("Date", date_range([row["finished_at"] for row in sweep.rows if row["finished_at"] is not None])),
         ("Main table", SOURCE[sweep.stage].format(rows=len(staged), subset_seeds=subset_seeds)),
         ("Selection", SELECTION),
         ("Compared with", compared_with),
     ]
+
+
+def budget_against_paper(rows: list[dict]) -> str:
+    """Iterations, evaluation epochs and models of the main table's rows, each beside what the paper used."""
+    if not rows:
+        return "no rows"
+    configs = [json.loads(row["config"]) for row in rows]
+    iterations: dict[str, set[int]] = {}
+    for row, config in zip(rows, configs, strict=True):
+        if row["method"] != "random":  # random distils nothing
+            iterations.setdefault(row["method"], set()).add(config["iterations"])
+    per_method = ", ".join(f"{method} {'/'.join(f'{n:,}' for n in sorted(counts))}"
+                           for method, counts in sorted(iterations.items())) or "none"
+    epochs = ", ".join(f"{n:,}" for n in sorted({config["eval"]["epochs"] for config in configs}))
+    models = ", ".join(str(n) for n in sorted({config["eval"]["seeds"] for config in configs}))
+    subsets = len({row["subset_seed"] for row in rows})
+    return (f"distillation iterations: {per_method} (paper: {PAPER_BUDGET['iterations']}); "
+            f"SAM evaluation epochs: {epochs} (paper: {PAPER_BUDGET['eval_epochs']}); "
+            f"evaluation models per synthetic set: {models} (paper: {PAPER_BUDGET['eval_models']}), "
+            f"over {subsets} draw(s) of T'")
 
 
 def date_range(times: list[datetime]) -> str:
