@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from pdd import __version__, losses
 from pdd.config import TeacherConfig, config_hash
 from pdd.data import ImageDataset, default_cache_dir, normalize, split_train_val
-from pdd.errors import TeacherError
+from pdd.errors import DivergedError, TeacherError
 from pdd.evaluate import accuracy
 from pdd.hooks import CheckpointStore, DirStore, MemoryStore, NullReporter, Reporter
 from pdd.io import atomic_path
@@ -34,7 +34,10 @@ def train_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.devic
     store = store or MemoryStore()  # a fresh one per call: a shared default would resume another teacher
     split = split_train_val(dataset.train_labels, cfg.data.val_per_class, cfg.data.split_seed,
                             classes=dataset.classes)
-    train_idx = split.train_idx[: cfg.train_max_images]
+    train_idx = split.train_idx
+    if cfg.train_max_images is not None:  # a random sample: the split is ordered by class, so a prefix is one class
+        order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed))
+        train_idx = train_idx[order[: cfg.train_max_images]]
     images = dataset.train_images[train_idx].to(device)
     labels = dataset.train_labels[train_idx].to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -63,6 +66,9 @@ def train_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.devic
             if cfg.augment:
                 x = _crop_flip(x, generator)
             loss = F.cross_entropy(model(x), labels[batch])
+            if not torch.isfinite(loss):
+                raise DivergedError(f"teacher training diverged in epoch {epoch + 1} (loss {loss.item()}): "
+                                    f"lower --lr (now {cfg.lr}) or --weight-decay")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -74,6 +80,8 @@ def train_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.devic
         reporter.update("teacher", epoch + 1, {"loss": loss.item()})
 
     val = (dataset.train_images[split.val_idx].to(device), dataset.train_labels[split.val_idx].to(device))
+    # A random sample of the training images: they are ordered by class, so a prefix would hold one or two.
+    sample = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))[:STATIONARITY_IMAGES]
     test = (dataset.test_images.to(device), dataset.test_labels.to(device))
     meta = {
         "dataset_hash": dataset.content_hash,
@@ -85,11 +93,12 @@ def train_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.devic
         "epochs": cfg.epochs,
         "weight_decay": cfg.weight_decay,
         "train_images": len(images),
+        "train_classes": int(labels.unique().numel()),
         "train_seconds": seconds,
         "val_accuracy": accuracy(model, *val),
         "test_accuracy": accuracy(model, *test),
         "pdd_version": __version__,
-    } | stationarity(model, images[:STATIONARITY_IMAGES], labels[:STATIONARITY_IMAGES], cfg.weight_decay)
+    } | stationarity(model, images[sample], labels[sample], cfg.weight_decay)
     return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}
 
 

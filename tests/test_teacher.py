@@ -45,3 +45,13 @@ def test_a_checkpoint_from_other_settings_is_not_resumed(cifar_slice):
     assert fresh["meta"]["train_seconds"] > 0
     for name, weights in alone["state_dict"].items():
         assert torch.equal(fresh["state_dict"][name], weights), name
+
+
+def test_a_capped_teacher_sees_every_class(cifar_slice):
+    from pdd.config import TeacherConfig
+    from pdd.teacher import train_teacher
+    from pdd.trial import cached_dataset
+
+    cfg = TeacherConfig(budget="smoke", train_max_images=60, data={"source": str(cifar_slice), "val_per_class": 5})
+    checkpoint = train_teacher(cfg, cached_dataset(str(cifar_slice)), torch.device("cpu"))
+    assert checkpoint["meta"]["train_classes"] == 10

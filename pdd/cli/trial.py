@@ -137,6 +137,7 @@ def teacher_train(
     budget: Budget = typer.Option(Budget.cpu, help="epochs: smoke, cpu or paper"),
     epochs: int | None = typer.Option(None, help="training epochs (overrides the budget)"),
     weight_decay: float | None = typer.Option(None, help="weight decay (sets the KKT multipliers' scale)"),
+    lr: float | None = typer.Option(None, help="peak learning rate of the one-cycle schedule"),
     norm: str | None = typer.Option(None, help="none (default: no scale invariance for L_stat), instance (the DM "
                                                "ConvNet's), batch or layer"),
     augment: bool | None = typer.Option(None, help="random crop and flip while training"),
@@ -149,7 +150,7 @@ def teacher_train(
     from pdd.trial import cached_dataset, resolve_device
 
     cfg = TeacherConfig.model_validate(merged({"budget": budget.value}, epochs=epochs, weight_decay=weight_decay,
-                                              augment=augment, **{"data.source": data, "model.norm": norm}))
+                                              lr=lr, augment=augment, **{"data.source": data, "model.norm": norm}))
     target = resolve_device(device)
     dataset = cached_dataset(cfg.data.source)
     store = DirStore(out.parent / f".{out.name}.checkpoints")
