@@ -55,3 +55,16 @@ def test_a_capped_teacher_sees_every_class(cifar_slice):
     cfg = TeacherConfig(budget="smoke", train_max_images=60, data={"source": str(cifar_slice), "val_per_class": 5})
     checkpoint = train_teacher(cfg, cached_dataset(str(cifar_slice)), torch.device("cpu"))
     assert checkpoint["meta"]["train_classes"] == 10
+
+
+def test_a_diverging_teacher_stops_with_one_line(cifar_slice):
+    import pytest
+
+    from pdd.config import TeacherConfig
+    from pdd.errors import DivergedError
+    from pdd.teacher import train_teacher
+    from pdd.trial import cached_dataset
+
+    cfg = TeacherConfig(budget="smoke", lr=1e30, data={"source": str(cifar_slice), "val_per_class": 5})
+    with pytest.raises(DivergedError, match="diverged in epoch 1.*lower --lr"):
+        train_teacher(cfg, cached_dataset(str(cifar_slice)), torch.device("cpu"))
