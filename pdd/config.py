@@ -81,8 +81,9 @@ class EvalConfig(Strict):
     weight_decay: float = Field(5e-4, ge=0)
     batch: int = Field(256, ge=1)
     dsa: bool = True
+    # bf16 scoring moved a cpu trial's test accuracy by 0.02 points (std 0.66) and ran 1.8x faster (README, speed).
     precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16: val/test scoring under bfloat16 autocast (training stays fp32); fp32: plain")
+        "bf16", description="bf16: val/test scoring under bfloat16 autocast (training stays fp32); fp32: plain")
 
     @model_validator(mode="before")
     @classmethod

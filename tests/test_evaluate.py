@@ -88,3 +88,23 @@ def test_score_never_reuses_another_calls_results(monkeypatch):
     for _ in range(2):
         score(images, labels, cfg, ModelConfig(width=4, depth=1), 2, held_out, held_out)
     assert len(trained) == 4
+
+
+def test_bf16_scoring_agrees_with_fp32_on_a_trained_net():
+    """The bf16 path must score the same model to within a point; a broken cast would drop it to chance."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat_interleave(50)
+    # Four classes told apart by which colour channel is bright: a few SGD steps learn it.
+    images = torch.randint(0, 100, (200, 3, 8, 8), dtype=torch.uint8, generator=generator)
+    for channel in range(3):
+        images[labels == channel, channel] += 120
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    from pdd.data import normalize
+    for _ in range(100):
+        optimizer.zero_grad()
+        F.cross_entropy(model(normalize(images)), labels).backward()
+        optimizer.step()
+    plain = accuracy(model, images, labels, "fp32")
+    assert plain > 90
+    assert accuracy(model, images, labels, "bf16") == pytest.approx(plain, abs=1.0)
