@@ -285,6 +285,11 @@ def _read(root: str, name: str) -> bytes | None:
 
 
 def _write(root: str, name: str, data: bytes) -> None:
+    """Write a sweep-directory file: atomically on a local path; an object store replaces an object in one step."""
+    if not is_uri(root):
+        with atomic_path(Path(root) / name) as tmp:
+            tmp.write_bytes(data)
+        return
     fs, base = _filesystem(root)
     fs.create_dir(base, recursive=True)
     with fs.open_output_stream(f"{base}/{name}") as stream:
@@ -529,12 +534,7 @@ def _running_configs(root: str) -> list[dict[str, Any]]:
 
 def save_driver_run(root: str, record: dict[str, Any]) -> None:
     """The driver's start, end, marks and slots, so the overhead can be worked out after the fact."""
-    data = json.dumps(record, indent=1).encode()
-    if is_uri(root):
-        _write(root, DRIVER_FILE, data)  # an object store replaces an object in one step anyway
-    else:
-        with atomic_path(Path(root) / DRIVER_FILE) as tmp:
-            tmp.write_bytes(data)
+    _write(root, DRIVER_FILE, json.dumps(record, indent=1).encode())
 
 
 def load_driver_run(root: str) -> dict[str, Any]:
