@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from pdd import augment, losses
 from pdd.errors import DivergedError
 from pdd.hooks import CheckpointStore, MemoryStore, NullReporter, NullTimer, Reporter, SectionTimer
-from pdd.models import build_model, reset_parameters
+from pdd.models import autocast, build_model, reset_parameters
 
 if TYPE_CHECKING:
     from pdd.config import TrialConfig
@@ -206,13 +206,9 @@ def _dm_term(problem: Problem, embedder: nn.Module, real_by_class: list[Tensor],
             transform = augment.sample_transform(generator, problem.num_classes, real.shape[-1])
             real = augment.apply_transform(real, transform, group=real_labels)
             images = augment.apply_transform(images, transform, group=labels)
-    with timer.section("embed_real"), torch.no_grad(), _autocast(cfg.precision, real.device):
+    # bf16 for the real-image embeddings only: they carry no gradient, so rounding there cannot bias S's update.
+    with timer.section("embed_real"), torch.no_grad(), autocast(cfg.precision, real.device):
         real_features = torch.cat([embedder.embed(chunk).float() for chunk in real.split(REAL_CHUNK)])
     with timer.section("synthetic"):
         syn_features = embedder.embed(images)
     return losses.l_dm(real_features, real_labels, syn_features, labels, problem.num_classes)
-
-
-def _autocast(precision: str, device: torch.device):
-    """bf16 for the real-image embeddings only: they carry no gradient, so rounding there cannot bias S's update."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -20,13 +20,11 @@ from torch import Tensor, nn
 from pdd import augment
 from pdd.data import normalize
 from pdd.hooks import CheckpointStore, MemoryStore, NullReporter, Reporter
-from pdd.models import build_model
+from pdd.models import autocast, build_model
 
 if TYPE_CHECKING:
     from pdd.config import EvalConfig
     from pdd.models import ModelConfig
-
-SCORE_BATCH = 1000
 
 
 class SAM:
@@ -111,14 +109,14 @@ def train_on_synthetic(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cf
 
 @torch.inference_mode()
 def accuracy(model: nn.Module, images_uint8: Tensor, labels: Tensor, precision: str = "fp32",
-             batch: int = SCORE_BATCH) -> float:
+             batch: int = 1000) -> float:
     """Percent correct; images stay uint8 until their batch is normalised, to keep memory flat.
 
     precision "bf16" runs the forward under bfloat16 autocast (logits compared in float32).
     """
     model.eval()
     correct = 0
-    with torch.autocast(images_uint8.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with autocast(precision, images_uint8.device):
         for start in range(0, len(images_uint8), batch):
             x = normalize(images_uint8[start:start + batch])
             correct += int((model(x).float().argmax(1) == labels[start:start + batch]).sum())

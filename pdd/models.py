@@ -91,3 +91,8 @@ def reset_parameters(model: nn.Module, generator: torch.Generator) -> nn.Module:
 
 def _uniform(shape: torch.Size, bound: float, generator: torch.Generator) -> torch.Tensor:
     return (torch.rand(shape, generator=generator, device=generator.device) * 2 - 1) * bound
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """bfloat16 autocast for forwards whose rounding cannot bias a gradient (precision 'bf16'); 'fp32' is plain."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
