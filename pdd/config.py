@@ -174,7 +174,7 @@ class TeacherConfig(Strict):
 
     budget: Budget = "cpu"
     epochs: int = Field(None, ge=1)
-    train_max_images: int | None = Field(None, ge=1, description="train on a prefix of the split (smoke only)")
+    train_max_images: int | None = Field(None, ge=1, description="train on a random sample of the split (smoke only)")
     lr: float = Field(0.05, gt=0, description="peak of the one-cycle schedule, SGD momentum 0.9")
     weight_decay: float = Field(2e-3, ge=0, description="also sets the multipliers' scale 1/(wd*n) in L_stat")
     batch: int = Field(128, ge=1)

@@ -47,9 +47,10 @@ def train_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.devic
     steps_per_epoch = -(-len(images) // cfg.batch)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     start_epoch, seconds = 0, 0.0
+    settings = config_hash(cfg)
     state = store.load("teacher")
     # A checkpoint left by a run with other settings (same --out, new --weight-decay) is not this run's to resume.
-    if state is not None and state.get("config_hash") == config_hash(cfg):
+    if state is not None and state.get("config_hash") == settings:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -76,7 +77,7 @@ def train_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.devic
         seconds += time.perf_counter() - began
         store.save("teacher", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                "schedule": schedule.state_dict(), "generator": generator.get_state(),
-                               "epoch": epoch + 1, "seconds": seconds, "config_hash": config_hash(cfg)})
+                               "epoch": epoch + 1, "seconds": seconds, "config_hash": settings})
         reporter.update("teacher", epoch + 1, {"loss": loss.item()})
 
     val = (dataset.train_images[split.val_idx].to(device), dataset.train_labels[split.val_idx].to(device))
