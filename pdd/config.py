@@ -119,7 +119,8 @@ class TrialConfig(Strict):
         0.0, ge=0, description="DSV's manifold term: weight of the DKKT loss on DSA-augmented copies of S (DSV: 5)")
     dsa: bool = True
     precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16: real-image embeddings under bfloat16 autocast; fp32: the plain path")
+        "fp32", description="bf16: every distillation forward (real, synthetic, teacher) under bfloat16 autocast; "
+                "fp32: the plain path")
 
     # seeds: every source of randomness has its own, and all are recorded
     seed: int = Field(0, ge=0, description="distillation: noise init, DSA draws, random embedders")

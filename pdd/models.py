@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
@@ -33,6 +34,21 @@ class ModelConfig(BaseModel):
     norm: Literal["instance", "batch", "layer", "none"] = "instance"
 
 
+class AvgPool2(nn.Module):
+    """2x2 average pooling (floor on odd sizes, as nn.AvgPool2d(2)).
+
+    PyTorch's CPU avg_pool2d kernel is slow in bfloat16: on 32 images x 128 x 32 x 32, four strided adds took
+    2.9 ms against its 6.5 ms, while in float32 the kernel wins (4.3 vs 8.9 ms). So bf16 on a CPU takes the adds.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.bfloat16 or x.device.type != "cpu":
+            return F.avg_pool2d(x, 2)
+        height, width = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        x = x[..., :height, :width]
+        return (x[..., ::2, ::2] + x[..., 1::2, ::2] + x[..., ::2, 1::2] + x[..., 1::2, 1::2]) * 0.25
+
+
 class ConvNet(nn.Module):
     def __init__(self, cfg: ModelConfig, channels: int, num_classes: int, image_size: int):
         super().__init__()
@@ -43,7 +59,7 @@ class ConvNet(nn.Module):
                 nn.Conv2d(channels if i == 0 else cfg.width, cfg.width, 3, padding=1),
                 NORMS[cfg.norm](cfg.width),
                 nn.ReLU(inplace=True),
-                nn.AvgPool2d(2),
+                AvgPool2(),
             ]
             size //= 2
         self.features = nn.Sequential(*layers)
@@ -94,5 +110,5 @@ def _uniform(shape: torch.Size, bound: float, generator: torch.Generator) -> tor
 
 
 def autocast(precision: str, device: torch.device) -> torch.autocast:
-    """bfloat16 autocast for forwards whose rounding cannot bias a gradient (precision 'bf16'); 'fp32' is plain."""
+    """bfloat16 autocast when precision is 'bf16'; 'fp32' is the plain path."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -2,7 +2,10 @@
 
 import pytest
 import torch
+from torch import Tensor
 
+from pdd import augment, losses
+from pdd import distill as distill_module
 from pdd.config import TrialConfig
 from pdd.distill import Problem, Terms, distill
 from pdd.hooks import MemoryStore
@@ -80,3 +83,54 @@ def test_the_manifold_term_adds_the_dkkt_loss_of_augmented_copies():
     expected = made.final["loss_primal"] + 0.5 * made.final["loss_stat"] + 5.0 * made.final["loss_manifold"]
     assert made.final["loss_manifold"] > 0
     assert made.final["loss_total"] == pytest.approx(expected, rel=1e-5)
+
+
+
+def _dm_step_gradient(problem: Problem, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    images = images.clone().requires_grad_(True)
+    real_by_class = [torch.nonzero(problem.real_labels == c).squeeze(1) for c in range(problem.num_classes)]
+    loss = distill_module._dm_step(problem, distill_module._embedder(problem), real_by_class,
+                                   distill_module._class_groups(labels, problem.num_classes), images, labels,
+                                   torch.Generator().manual_seed(3), weight=0.5)
+    return loss, images.grad
+
+
+def _dm_step_by_hand(problem: Problem, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """The same draws in one batch: embedder, real picks, one DSA transform shared per class, then 0.5 * L_DM."""
+    generator = torch.Generator().manual_seed(3)
+    embedder = build_model(problem.cfg.model, 3, 3, 16, generator).train()
+    picks = [idx[torch.randperm(len(idx), generator=generator)[: problem.cfg.batch_real]]
+             for idx in (torch.nonzero(problem.real_labels == c).squeeze(1) for c in range(3))]
+    real_idx = torch.cat(picks)
+    transform = augment.sample_transform(generator, 3, 16)
+    real = augment.apply_transform(problem.real[real_idx], transform, group=problem.real_labels[real_idx])
+    images = images.clone().requires_grad_(True)
+    loss = losses.l_dm(embedder.embed(real).detach(), problem.real_labels[real_idx],
+                       embedder.embed(augment.apply_transform(images, transform, group=labels)), labels, 3)
+    (0.5 * loss).backward()
+    return loss.detach(), images.grad
+
+
+def test_dm_in_class_groups_matches_one_batch_by_hand(monkeypatch):
+    problem = tiny_problem(1, method="dm", ipc=6, init="noise")
+    labels = synthetic_labels(3, 6, torch.device("cpu"))
+    images = torch.randn(18, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setattr(distill_module, "SYN_CHUNK", 12)  # two classes, then one
+    assert [len(g) for g in distill_module._class_groups(labels, 3)] == [12, 6]
+    grouped_loss, grouped = _dm_step_gradient(problem, images, labels)
+    expected_loss, expected = _dm_step_by_hand(problem, images, labels)
+    assert grouped_loss.item() == pytest.approx(expected_loss.item(), rel=1e-5)
+    torch.testing.assert_close(grouped, expected, rtol=1e-4, atol=1e-7)
+    assert grouped.abs().sum() > 0
+
+
+@pytest.mark.parametrize("method", ["dm", "pdd"])
+def test_bf16_distillation_steps_point_where_fp32_ones_do(method):
+    labels = synthetic_labels(3, 2, torch.device("cpu"))
+    images = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    steps = {}
+    for precision in ("fp32", "bf16"):
+        problem = tiny_problem(1, method=method, ipc=2, init="noise", precision=precision, alpha=1.0, gamma=1.0)
+        steps[precision] = images - distill(problem, METHODS[method].runs[0], images, labels, method).images
+    cosine = torch.nn.functional.cosine_similarity(steps["fp32"].flatten(), steps["bf16"].flatten(), dim=0)
+    assert steps["fp32"].abs().sum() > 0 and cosine > 0.98

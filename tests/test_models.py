@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from pdd.models import MODELS, NORMS, ModelConfig, build_model, reset_parameters
+import torch.nn.functional as F
+
+from pdd.models import MODELS, NORMS, AvgPool2, ModelConfig, build_model, reset_parameters
 
 
 def test_reference_convnet_has_320010_parameters():
@@ -33,3 +35,12 @@ def test_reset_parameters_is_reproducible_and_leaves_the_global_rng_alone():
     reset_parameters(model, torch.Generator().manual_seed(8))
     assert not torch.equal(first[0], next(model.parameters()))
     assert torch.equal(state, torch.random.get_rng_state())
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_bf16_pooling_averages_each_2x2_block_as_avg_pool2d(size):
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    pooled = AvgPool2()(x.to(torch.bfloat16))
+    assert pooled.dtype == torch.bfloat16
+    torch.testing.assert_close(pooled.float(), F.avg_pool2d(x, 2), rtol=0.02, atol=0.02)
+    assert torch.equal(AvgPool2()(x), F.avg_pool2d(x, 2))

@@ -20,7 +20,7 @@ from pdd.io import atomic_path
 @app.command()
 def bench(
     out: Path | None = typer.Option(None, help="write the results as JSON here"),
-    precision: str = typer.Option("fp32", help="fp32 (plain) or bf16 (real-image embeddings in bfloat16)"),
+    precision: str = typer.Option("fp32", help="fp32 (plain) or bf16 (distillation forwards and scoring in bfloat16)"),
     iterations: int = typer.Option(6, min=1, help="timed repeats per figure (after a warm-up)"),
     data: str | None = typer.Option(None, help="also time trial start-up, cold and warm, on this dataset"),
     teacher: Path | None = typer.Option(None, help="a teacher for the start-up timing (else a dm trial)"),
