@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from pdd.config import EvalConfig, TrialConfig
 from pdd.distill import Problem, Terms, distill
+from pdd.errors import PddError
 from pdd.evaluate import SAM, accuracy
 from pdd.hooks import SectionTimer
 from pdd.methods import METHODS, synthetic_labels
@@ -135,6 +136,18 @@ def _synced(device: torch.device, run: Callable[[], Any]) -> Any:
     return out
 
 
+class _FirstIteration(Exception):
+    """Raised by the start-up reporter at the first distillation iteration: the rest of the trial is not timed."""
+
+
+class _StopAtFirstUpdate:
+    def start(self, phase: str, total: int) -> None:
+        pass
+
+    def update(self, phase: str, done: int, metrics: dict[str, float]) -> None:
+        raise _FirstIteration
+
+
 class _Stamps:
     def __init__(self) -> None:
         self.times: list[float] = []
@@ -197,8 +210,11 @@ def bench_test_pass(opts: Options, images: int = 4000) -> dict[str, Any]:
     return {"images_per_second": images / ms * 1000, "achieved_gflops": flops / ms / 1e6}
 
 
-def bench_startup(source: str, teacher: Path | None, opts: Options) -> dict[str, float]:
-    """Seconds from run_trial's start to its first distillation iteration, warm caches and cold ones."""
+def bench_startup(source: str, teacher: Path | None, opts: Options, **data: Any) -> dict[str, float]:
+    """Seconds from run_trial's start to its first distillation iteration, warm caches and cold ones.
+
+    `data` overrides DataConfig fields (a small dataset needs a smaller validation split).
+    """
     import os
 
     from pdd import trial as trial_module
@@ -207,21 +223,22 @@ def bench_startup(source: str, teacher: Path | None, opts: Options) -> dict[str,
         previous = os.environ.get("PDD_CACHE")
         os.environ["PDD_CACHE"] = cache
         trial_module.cached_dataset.cache_clear()
-        stamps = _Stamps()
         cfg = TrialConfig(method="pdd" if teacher else "dm", ipc=1, pipc=10, budget="smoke", iterations=1,
-                          data={"source": source})
+                          data={"source": source} | data)
         with tempfile.TemporaryDirectory() as results:
             start = time.perf_counter()
             try:
                 trial_module.run_trial(cfg, trial_module.TrialOptions(
-                    results=Path(results), teacher=teacher, device=str(opts.device), reporter=stamps))
+                    results=Path(results), teacher=teacher, device=str(opts.device), reporter=_StopAtFirstUpdate()))
+            except _FirstIteration:
+                return time.perf_counter() - start
             finally:
                 if previous is None:
                     os.environ.pop("PDD_CACHE", None)
                 else:
                     os.environ["PDD_CACHE"] = previous
                 trial_module.cached_dataset.cache_clear()
-        return stamps.times[1] - start
+        raise PddError("the start-up trial ended without a distillation iteration")
 
     with tempfile.TemporaryDirectory() as cold_cache:
         cold = first_iteration_seconds(cold_cache)

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 import torch.nn.functional as F
 
 from pdd.models import MODELS, NORMS, AvgPool2, ModelConfig, build_model, reset_parameters
