@@ -31,12 +31,17 @@ if TYPE_CHECKING:
     from pdd.config import TrialConfig
 
 SOFTPLUS_ONE = math.log(math.e - 1)  # softplus(SOFTPLUS_ONE) == 1
-# Images go through the embedder in chunks whose activations stay in cache. On the 2-core CPU, 100 real
-# images embedded in bf16 in chunks of 10 or 20 took 50 ms, in chunks of 32 69 ms and in one batch 90 ms; the
-# synthetic forward and backward of 100 images took 187 ms in class groups of 10-20 images against 272 ms in
-# one batch (fp32). Each image's features do not depend on its chunk.
-REAL_CHUNK = 16
-SYN_CHUNK = 16
+# On a CPU, images go through the embedder in chunks whose activations stay in cache. On the 2-core CPU, 100
+# real images embedded in bf16 in chunks of 10 or 20 took 50 ms, in chunks of 32 69 ms and in one batch 90 ms;
+# the synthetic forward and backward of 100 images took 187 ms in class groups of 10-20 images against 272 ms
+# in one batch (fp32). Each image's features do not depend on its chunk. A GPU wants the opposite: one batch
+# per side, since a 16-image conv is too small to fill it.
+CPU_CHUNK = 16
+
+
+def chunk_size(device: torch.device) -> int | None:
+    """Images per embedder call on this device; None: all at once."""
+    return CPU_CHUNK if device.type == "cpu" else None
 
 
 IMAGE_OPTIMIZERS: dict[str, Callable[[list[Tensor], TrialConfig], torch.optim.Optimizer]] = {
@@ -123,7 +128,7 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
 
     masked = cfg.primal == "misclassified"
     dm_weight = cfg.gamma if terms.dkkt else 1.0  # eq. 5 weighs DM by gamma; DM alone is plain eq. 2
-    class_groups = _class_groups(labels, problem.num_classes)
+    class_groups = _class_groups(labels, problem.num_classes, chunk_size(device))
     timer = problem.timer
     problem.reporter.start(name, cfg.iterations)
     metrics: dict[str, float] = {}
@@ -181,11 +186,11 @@ def _embedder(problem: Problem) -> nn.Module:
     return net.train()  # as the DM reference: a BatchNorm embedder would use batch statistics
 
 
-def _class_groups(labels: Tensor, num_classes: int) -> list[Tensor]:
-    """Indices of S in groups of whole classes, about SYN_CHUNK images each (DM's loss is a sum over classes)."""
+def _class_groups(labels: Tensor, num_classes: int, chunk: int | None) -> list[Tensor]:
+    """Indices of S in groups of whole classes, about `chunk` images each (DM's loss is a sum over classes)."""
     per_class = [torch.nonzero(labels == c).squeeze(1) for c in range(num_classes)]
     per_class = [idx for idx in per_class if len(idx)]
-    size = max(1, SYN_CHUNK // max(len(idx) for idx in per_class))
+    size = len(per_class) if chunk is None else max(1, chunk // max(len(idx) for idx in per_class))
     return [torch.cat(per_class[i:i + size]) for i in range(0, len(per_class), size)]
 
 
@@ -208,8 +213,9 @@ def _dm_step(problem: Problem, embedder: nn.Module, real_by_class: list[Tensor],
             transform = augment.sample_transform(generator, problem.num_classes, real.shape[-1])
             real = augment.apply_transform(real, transform, group=real_labels)
             moved = augment.apply_transform(images, transform, group=labels)
+    chunk = chunk_size(real.device) or len(real)
     with timer.section("embed_real"), torch.no_grad(), autocast(cfg.precision, real.device):
-        real_features = torch.cat([embedder.embed(chunk).float() for chunk in real.split(REAL_CHUNK)])
+        real_features = torch.cat([embedder.embed(part).float() for part in real.split(chunk)])
     with timer.section("synthetic"):
         # The loss is a sum over classes, so each class group's forward and backward run while its activations
         # are still in cache; the augmentation's backward then runs once, on the summed gradient.

@@ -90,7 +90,7 @@ def _dm_step_gradient(problem: Problem, images: Tensor, labels: Tensor) -> tuple
     images = images.clone().requires_grad_(True)
     real_by_class = [torch.nonzero(problem.real_labels == c).squeeze(1) for c in range(problem.num_classes)]
     loss = distill_module._dm_step(problem, distill_module._embedder(problem), real_by_class,
-                                   distill_module._class_groups(labels, problem.num_classes), images, labels,
+                                   distill_module._class_groups(labels, problem.num_classes, 12), images, labels,
                                    torch.Generator().manual_seed(3), weight=0.5)
     return loss, images.grad
 
@@ -111,12 +111,12 @@ def _dm_step_by_hand(problem: Problem, images: Tensor, labels: Tensor) -> tuple[
     return loss.detach(), images.grad
 
 
-def test_dm_in_class_groups_matches_one_batch_by_hand(monkeypatch):
+def test_dm_in_class_groups_matches_one_batch_by_hand():
     problem = tiny_problem(1, method="dm", ipc=6, init="noise")
     labels = synthetic_labels(3, 6, torch.device("cpu"))
     images = torch.randn(18, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    monkeypatch.setattr(distill_module, "SYN_CHUNK", 12)  # two classes, then one
-    assert [len(g) for g in distill_module._class_groups(labels, 3)] == [12, 6]
+    assert [len(g) for g in distill_module._class_groups(labels, 3, 12)] == [12, 6]  # two classes, then one
+    assert [len(g) for g in distill_module._class_groups(labels, 3, None)] == [18]
     grouped_loss, grouped = _dm_step_gradient(problem, images, labels)
     expected_loss, expected = _dm_step_by_hand(problem, images, labels)
     assert grouped_loss.item() == pytest.approx(expected_loss.item(), rel=1e-5)

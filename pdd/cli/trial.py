@@ -35,7 +35,7 @@ def trial(
     eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
     seed: int | None = typer.Option(None, help="distillation seed"),
     precision: str | None = typer.Option(
-        None, help="bf16: no-gradient forwards (real embeddings, scoring) in bfloat16; fp32 forces the plain path"),
+        None, help="bf16: distillation forwards and scoring under bfloat16 autocast; fp32 forces the plain path"),
     subset_seed: int | None = typer.Option(None, help="seed of the draw of T'"),
     data: str | None = typer.Option(None, help="cifar10, an ImageFolder dir or an archive of one [env PDD_DATA]"),
     teacher: str | None = typer.Option(
