@@ -121,7 +121,7 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
         start = int(state["iteration"])
 
     embedder = _embedder(problem) if terms.dm else None
-    real_by_class = [torch.nonzero(problem.real_labels == c).squeeze(1) for c in range(problem.num_classes)]
+    real_by_class = _indices_by_class(problem.real_labels, problem.num_classes)
     teacher_params = [p for p in problem.teacher.parameters()] if terms.dkkt else []
     # L_stat when the weighted gradients vanish (mean |theta*| for l1): where a naive DKKT term stalls.
     stat_floor = losses.stat_floor(teacher_params, cfg.distance) if terms.dkkt else math.nan
@@ -186,10 +186,13 @@ def _embedder(problem: Problem) -> nn.Module:
     return net.train()  # as the DM reference: a BatchNorm embedder would use batch statistics
 
 
+def _indices_by_class(labels: Tensor, num_classes: int) -> list[Tensor]:
+    return [torch.nonzero(labels == c).squeeze(1) for c in range(num_classes)]
+
+
 def _class_groups(labels: Tensor, num_classes: int, chunk: int | None) -> list[Tensor]:
     """Indices of S in groups of whole classes, about `chunk` images each (DM's loss is a sum over classes)."""
-    per_class = [torch.nonzero(labels == c).squeeze(1) for c in range(num_classes)]
-    per_class = [idx for idx in per_class if len(idx)]
+    per_class = [idx for idx in _indices_by_class(labels, num_classes) if len(idx)]
     size = len(per_class) if chunk is None else max(1, chunk // max(len(idx) for idx in per_class))
     return [torch.cat(per_class[i:i + size]) for i in range(0, len(per_class), size)]
 
@@ -227,10 +230,7 @@ def _dm_step(problem: Problem, embedder: nn.Module, real_by_class: list[Tensor],
             group_loss = losses.l_dm(real_features, real_labels, features, labels[group], problem.num_classes)
             (weight * group_loss).backward(inputs=[leaf])
             loss += group_loss.detach()
-        if moved is images:
-            images.grad = leaf.grad if images.grad is None else images.grad + leaf.grad
-        else:
-            moved.backward(leaf.grad, inputs=[images])
+        moved.backward(leaf.grad, inputs=[images])  # without DSA, moved is images and this just accumulates
     return loss
 
 
