@@ -259,7 +259,11 @@ def run(opts: Options, data: str | None = None, teacher: Path | None = None) -> 
     }
     if data is not None:
         report["startup"] = bench_startup(data, teacher, opts)
-    ceiling = report["matmul_gflops"]["fp32"]
-    for row in report["distill"] + report["sam_step"] + [report["test_pass"]]:
-        row["fraction_of_ceiling"] = row["achieved_gflops"] / ceiling
+    # Each step against the rate of the dtype it runs in: `precision` covers distillation and the test pass,
+    # while SAM training stays fp32.
+    rates = report["matmul_gflops"]
+    for rows, dtype in ((report["distill"] + [report["test_pass"]], opts.precision), (report["sam_step"], "fp32")):
+        for row in rows:
+            row["ceiling_gflops"] = rates[dtype]
+            row["fraction_of_ceiling"] = row["achieved_gflops"] / rates[dtype]
     return report

@@ -25,23 +25,12 @@ from torch import Tensor, nn
 from pdd import augment, losses
 from pdd.errors import DivergedError
 from pdd.hooks import CheckpointStore, MemoryStore, NullReporter, NullTimer, Reporter, SectionTimer
-from pdd.models import autocast, build_model, reset_parameters
+from pdd.models import autocast, build_model, chunk_size, reset_parameters
 
 if TYPE_CHECKING:
     from pdd.config import TrialConfig
 
 SOFTPLUS_ONE = math.log(math.e - 1)  # softplus(SOFTPLUS_ONE) == 1
-# On a CPU, images go through the embedder in chunks whose activations stay in cache. On the 2-core CPU, 100
-# real images embedded in bf16 in chunks of 10 or 20 took 50 ms, in chunks of 32 69 ms and in one batch 90 ms;
-# the synthetic forward and backward of 100 images took 187 ms in class groups of 10-20 images against 272 ms
-# in one batch (fp32). Each image's features do not depend on its chunk. A GPU wants the opposite: one batch
-# per side, since a 16-image conv is too small to fill it.
-CPU_CHUNK = 16
-
-
-def chunk_size(device: torch.device) -> int | None:
-    """Images per embedder call on this device; None: all at once."""
-    return CPU_CHUNK if device.type == "cpu" else None
 
 
 IMAGE_OPTIMIZERS: dict[str, Callable[[list[Tensor], TrialConfig], torch.optim.Optimizer]] = {

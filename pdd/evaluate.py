@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from pdd import augment
 from pdd.data import normalize
 from pdd.hooks import CheckpointStore, MemoryStore, NullReporter, Reporter
-from pdd.models import autocast, build_model
+from pdd.models import GPU_EVAL_BATCH, autocast, build_model, chunk_size
 
 if TYPE_CHECKING:
     from pdd.config import EvalConfig
@@ -109,12 +109,14 @@ def train_on_synthetic(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cf
 
 @torch.inference_mode()
 def accuracy(model: nn.Module, images_uint8: Tensor, labels: Tensor, precision: str = "fp32",
-             batch: int = 1000) -> float:
+             batch: int | None = None) -> float:
     """Percent correct; images stay uint8 until their batch is normalised, to keep memory flat.
 
-    precision "bf16" runs the forward under bfloat16 autocast (logits compared in float32).
+    precision "bf16" runs the forward under bfloat16 autocast (logits compared in float32). batch: images per
+    forward, by default models.chunk_size on a CPU and GPU_EVAL_BATCH on a GPU.
     """
     model.eval()
+    batch = batch or chunk_size(images_uint8.device) or GPU_EVAL_BATCH
     correct = 0
     with autocast(precision, images_uint8.device):
         for start in range(0, len(images_uint8), batch):

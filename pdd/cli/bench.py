@@ -54,20 +54,22 @@ def print_report(report: dict) -> None:
     console.print(f"{report['device']}, {report['threads']} threads, torch {report['torch']}, "
                   f"precision {report['precision']}; matmul {rates['fp32']:.0f} GFLOP/s fp32, "
                   f"{rates['bf16']:.0f} GFLOP/s bf16")
-    distill = Table("method", "ipc", "pipc", "ms/iter", "GFLOP/iter", "of ceiling", "where the time goes",
+    precision = report["precision"]
+    distill = Table("method", "ipc", "pipc", "ms/iter", "GFLOP/iter", f"of {precision} ceiling", "where the time goes",
                     title="Distillation")
     for row in report["distill"]:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted(row["shares"].items(), key=lambda kv: -kv[1]))
         distill.add_row(row["method"], str(row["ipc"]), str(row["pipc"]), f"{row['ms_per_iteration']:.0f}",
                         f"{row['gflop_per_iteration']:.1f}", f"{row['fraction_of_ceiling']:.0%}", shares)
     console.print(distill)
-    evaluation = Table("ipc", "batch", "ms/SAM step", "GFLOP/step", "of ceiling", title="Evaluation")
+    evaluation = Table("ipc", "batch", "ms/SAM step", "GFLOP/step", "of fp32 ceiling", title="Evaluation (SAM in fp32)")
     for row in report["sam_step"]:
         evaluation.add_row(str(row["ipc"]), str(row["batch"]), f"{row['ms_per_step']:.1f}",
                            f"{row['gflop_per_step']:.2f}", f"{row['fraction_of_ceiling']:.0%}")
     console.print(evaluation)
     test = report["test_pass"]
-    console.print(f"test pass: {test['images_per_second']:.0f} images/s ({test['fraction_of_ceiling']:.0%} of ceiling)")
+    console.print(f"test pass: {test['images_per_second']:.0f} images/s "
+                  f"({test['fraction_of_ceiling']:.0%} of the {precision} ceiling)")
     if "startup" in report:
         start = report["startup"]
         console.print(f"trial start-up to first iteration: {start['warm_seconds']:.2f} s warm, "
