@@ -54,6 +54,17 @@ def test_bad_trial_input_gets_one_line(capsys, smoke_args, flags, fragments):
     assert_one_clean_line(err, *fragments)
 
 
+@pytest.mark.parametrize("flags, fragments", [
+    (["--precision", "fp16"], ["precision", "'fp32' or 'bf16'"]),
+    (["--iterations", "0"], ["--iterations"]),
+    (["--sweep", "no/such/sweep"], ["no/such/sweep"]),
+])
+def test_bad_bench_input_gets_one_line(capsys, flags, fragments):
+    code, err = run_cli(capsys, "bench", *flags)
+    assert code != 0
+    assert_one_clean_line(err, *fragments)
+
+
 def test_unknown_key_in_a_config_file_is_named(capsys, smoke_args, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("alpah: 0.1\n")
