@@ -9,6 +9,10 @@ trial is charged the idle time of its slot just before it began: the driver's st
 worker) for a slot's first trial, Tune's turnaround (scheduling, actor start or reset, the stage barrier) for
 the others. What no later trial claims is the tail: slots left idle until the driver ended.
 
+The same accounting over the trial stages alone (the first stage's start to the last stage's end) leaves out
+the driver's one-off start-up, mostly training a `teacher: auto` and starting Ray: what remains is the cost
+that grows with the number of trials.
+
 Pure arithmetic on timestamps (UTC epoch seconds), so it is testable without Ray; pdd.tune gathers them.
 """
 
@@ -89,3 +93,10 @@ def sweep_overhead(intervals: list[tuple[float, float]], started_at: float, ende
         outside_median=statistics.median(outside) if outside else 0.0,
         outside_mean=statistics.fmean(outside) if outside else 0.0,
         startup_slot_seconds=startup, between_slot_seconds=between, tail_slot_seconds=tail, outside=outside)
+
+
+def stage_window(marks: dict[str, float]) -> tuple[float, float] | None:
+    """From the first stage's start to the last stage's end (marks "<stage>_started" / "<stage>_ended")."""
+    starts = [at for name, at in marks.items() if name.endswith("_started")]
+    ends = [at for name, at in marks.items() if name.endswith("_ended")]
+    return (min(starts), max(ends)) if starts and ends else None

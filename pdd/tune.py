@@ -52,7 +52,7 @@ from pdd.errors import PddError, SweepError
 from pdd.hooks import NullReporter, Reporter
 from pdd.io import atomic_path
 from pdd.methods import METHODS
-from pdd.overhead import Overhead, sweep_overhead, trial_slots
+from pdd.overhead import Overhead, stage_window, sweep_overhead, trial_slots
 from pdd.results import read_results, write_row
 from pdd.sweep import Study, SweepSpec, study_key
 from pdd.teacher import ensure_teacher, file_hash
@@ -569,10 +569,13 @@ def trial_intervals(root: str) -> list[tuple[float, float]]:
     return intervals
 
 
-def overhead(root: str) -> tuple[Overhead, dict[str, Any]]:
-    """The last driver run's overhead, and its record (for the marks)."""
+def overhead(root: str) -> tuple[Overhead, Overhead | None, dict[str, Any]]:
+    """The last driver run's overhead, the same over its trial stages alone, and its record (for the marks)."""
     record = load_driver_run(root)
-    return sweep_overhead(trial_intervals(root), record["started_at"], record["ended_at"], record["slots"]), record
+    intervals = trial_intervals(root)
+    window = stage_window(record["marks"])
+    in_stages = None if window is None else sweep_overhead(intervals, *window, record["slots"])
+    return sweep_overhead(intervals, record["started_at"], record["ended_at"], record["slots"]), in_stages, record
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -175,8 +175,7 @@ def overhead(
     """How busy the trial slots were during the last driver run, and the time each trial waited outside."""
     from pdd import tune as sweeps
 
-    found, record = sweeps.overhead(sweep_dir(directory))
-    report = overhead_report(found, record)
+    report = overhead_report(*sweeps.overhead(sweep_dir(directory)))
     print_overhead(report)
     if out is not None:
         with atomic_path(out) as tmp:
@@ -184,10 +183,12 @@ def overhead(
         console.print(f"wrote {out}")
 
 
-def overhead_report(found: Overhead, record: dict) -> dict:
-    """The overhead's figures and the driver's timeline (seconds after its start), as one JSON-ready dict."""
+def overhead_report(found: Overhead, in_stages: Overhead | None, record: dict) -> dict:
+    """The overhead's figures, the same over the trial stages alone, and the driver's timeline (seconds after its
+    start), as one JSON-ready dict."""
     start = record["started_at"]
     return found.as_dict() | {
+        "in_stages": None if in_stages is None else in_stages.as_dict(),
         "driver_started": datetime.fromtimestamp(start, UTC).isoformat(timespec="seconds"),
         "timeline": {name: at - start for name, at in sorted(record["marks"].items(), key=lambda kv: kv[1])}}
 
@@ -207,6 +208,10 @@ def print_overhead(report: dict) -> None:
         ("idle: between trials", f"{report['between_slot_seconds']:.1f} slot-s"),
         ("idle: after each slot's last trial", f"{report['tail_slot_seconds']:.1f} slot-s"),
     ]
+    if report["in_stages"] is not None:  # without the driver's one-off start-up (teacher, Ray)
+        stages = report["in_stages"]
+        rows += [("trial stages: wall time", f"{stages['wall_seconds']:.1f} s"),
+                 ("trial stages: utilisation", f"{stages['utilisation']:.1%}")]
     for row in rows:
         table.add_row(*row)
     console.print(table)
