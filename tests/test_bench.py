@@ -25,3 +25,18 @@ def test_a_distillation_figure_splits_its_iteration_into_sections():
                                     "optimiser step"}
     assert sum(timed["shares"].values()) == pytest.approx(1.0)
     assert timed["achieved_gflops"] == pytest.approx(timed["gflop_per_iteration"] / timed["ms_per_iteration"] * 1e3)
+
+
+def test_each_distillation_figure_is_its_median_round(monkeypatch):
+    import torch
+
+    slow_first_round = iter([500.0] * 8 + [100.0 + k for k in range(8)] + [200.0 + k for k in range(8)])
+
+    def fake_distill(method, ipc, pipc, opts):
+        return {"method": method, "ipc": ipc, "pipc": pipc, "ms_per_iteration": next(slow_first_round)}
+
+    monkeypatch.setattr(bench, "bench_distill", fake_distill)
+    figures = bench.interleaved_distill(Options(device=torch.device("cpu"), rounds=3))
+    assert len(figures) == len(bench.SETTINGS) * len(bench.TERMS) == 8
+    assert [row["ms_per_iteration"] for row in figures] == [200.0 + k for k in range(8)]
+    assert figures[0]["ms_per_iteration_by_round"] == [500.0, 100.0, 200.0]

@@ -22,7 +22,9 @@ def bench(
     out: Path | None = typer.Option(None, help="write the results as JSON here"),
     precision: str | None = typer.Option(
         None, help="bf16 (distillation forwards and scoring in bfloat16) or fp32 (plain); default: a trial's"),
-    iterations: int = typer.Option(6, min=1, help="timed repeats per figure (after a warm-up)"),
+    iterations: int = typer.Option(4, min=1, help="timed repeats per figure (after a warm-up)"),
+    rounds: int = typer.Option(3, min=1, help="interleaved passes over the distillation settings; each figure "
+                               "is its median pass"),
     data: str | None = typer.Option(None, help="also time trial start-up, cold and warm, on this dataset"),
     teacher: Path | None = typer.Option(None, help="a teacher for the start-up timing (else a dm trial)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
@@ -41,7 +43,8 @@ def bench(
         from pdd.tune import overhead as sweep_overhead  # imports Ray, so only when asked
 
         overhead = overhead_report(*sweep_overhead(sweep_dir(sweep)))
-    report = benchmark.run(benchmark.Options(resolve_device(device), precision, iterations), data, teacher)
+    options = benchmark.Options(resolve_device(device), precision, iterations, rounds=rounds)
+    report = benchmark.run(options, data, teacher)
     if overhead is not None:
         report["sweep_overhead"] = overhead
     print_report(report)
