@@ -111,14 +111,15 @@ def _uniform(shape: torch.Size, bound: float, generator: torch.Generator) -> tor
     return (torch.rand(shape, generator=generator, device=generator.device) * 2 - 1) * bound
 
 
-# On a CPU, images go through the embedder in chunks whose activations stay in cache. On the 2-core CPU in
-# bf16, 500 real images took 198 ms in chunks of 32, 206 in chunks of 16 and 281 in chunks of 5 (in fp32: 390,
-# 434; one batch of 500 was 724 ms at first); 100 synthetic images went forward and backward in 99 ms in groups
-# of about 32, 105 in groups of 16 and 148 in groups of 50 (fp32 prefers 16: 192 against 246 ms). The test pass
-# takes the same chunks (bf16: about 2,100 against 1,210 images/s in batches of 1,000). Each image's features
-# do not depend on its chunk. A GPU wants the opposite: one batch per side, since a small conv cannot fill it;
-# its test pass goes in batches of GPU_EVAL_BATCH, which keep one activation under 0.6 GB (fp32).
-CPU_CHUNK = 32
+# On a CPU, images go through the embedder in chunks whose activations stay in cache: in bf16 on the 2-core CPU,
+# 100 real images took 46 ms in chunks of 16 and 90 in one batch, and the synthetic forward and backward of 100
+# images in class groups of 10-20 was 1.5x faster than in one batch. Chunks of 16 and 32 trade places from run
+# to run (dm at (1,10): 64 against 82 ms; at (10,50): 401 against 367), with how glibc happens to reuse or map
+# memory for the larger activations; 16 kept. The test pass takes the same chunks (bf16: about 2,000 against
+# 1,210 images/s in batches of 1,000). Each image's features do not depend on its chunk. A GPU wants the
+# opposite: one batch per side, since a small conv cannot fill it; its test pass goes in batches of
+# GPU_EVAL_BATCH, which keep one activation under 0.6 GB (fp32).
+CPU_CHUNK = 16
 GPU_EVAL_BATCH = 1000
 
 
