@@ -114,7 +114,7 @@ def _uniform(shape: torch.Size, bound: float, generator: torch.Generator) -> tor
 # On a CPU, images go through the embedder in chunks whose activations stay in cache: in bf16 on the 2-core CPU,
 # 100 real images took 46 ms in chunks of 16 and 90 in one batch, and the synthetic forward and backward of 100
 # images in class groups of 10-20 was 1.5x faster than in one batch. Chunks of 16 and 32 trade places from run
-# to run (dm at (1,10): 64 against 82 ms; at (10,50): 401 against 367), with how glibc happens to reuse or map
+# to run (dm at (1,10): 64 against 82 ms; at (10,50): 401 against 367), apparently with how glibc reuses or maps
 # memory for the larger activations; 16 kept. The test pass takes the same chunks (bf16: about 2,000 against
 # 1,210 images/s in batches of 1,000). Each image's features do not depend on its chunk. A GPU wants the
 # opposite: one batch per side, since a small conv cannot fill it; its test pass goes in batches of
