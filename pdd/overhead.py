@@ -6,12 +6,12 @@ A slot is room for one trial (resources per trial against the cluster's). Busy s
 spent inside the trial function, summed over trials; available slot-seconds are slots x the driver's wall time,
 from `pdd sweep run` starting to it ending. Utilisation is their ratio. The rest is idle slot time, and each
 trial is charged the idle time of its slot just before it began: the driver's start-up (Ray, teacher, the first
-worker) for a slot's first trial, Tune's turnaround (scheduling, actor start or reset, the stage barrier) for
-the others. What no later trial claims is the tail: slots left idle until the driver ended.
+worker) for a slot's first trial, Tune's turnaround (scheduling, actor start or reset) for the
+others. What no later trial claims is the tail: slots left idle until the driver ended.
 
-The same accounting over the trial stages alone (the first stage's start to the last stage's end) leaves out
-the driver's one-off start-up, mostly training a `teacher: auto` and starting Ray: what remains is the cost
-that grows with the number of trials.
+The same accounting over Tune's run alone (from its start to its end) leaves out the driver's one-off
+start-up, mostly training a `teacher: auto` and starting Ray: what remains is the cost that grows with the
+number of trials.
 
 Pure arithmetic on timestamps (UTC epoch seconds), so it is testable without Ray; pdd.tune gathers them.
 """
@@ -95,8 +95,9 @@ def sweep_overhead(intervals: list[tuple[float, float]], started_at: float, ende
         startup_slot_seconds=startup, between_slot_seconds=between, tail_slot_seconds=tail, outside=outside)
 
 
-def stage_window(marks: dict[str, float]) -> tuple[float, float] | None:
-    """From the first stage's start to the last stage's end (marks "<stage>_started" / "<stage>_ended")."""
+def tune_window(marks: dict[str, float]) -> tuple[float, float] | None:
+    """From the first "<name>_started" mark to the last "<name>_ended" one: Tune's run (or, in a driver record
+    from before search and confirm shared one experiment, from the search's start to the confirm's end)."""
     starts = [at for name, at in marks.items() if name.endswith("_started")]
     ends = [at for name, at in marks.items() if name.endswith("_ended")]
     return (min(starts), max(ends)) if starts and ends else None

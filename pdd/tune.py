@@ -1,16 +1,16 @@
-"""Ray Tune and Optuna glue, the only module that imports them: runs a SweepSpec as two Tune experiments.
+"""Ray Tune and Optuna glue, the only module that imports them: runs a SweepSpec as one Tune experiment.
 
     pdd sweep run sweeps/smoke.yaml                                   # an embedded Ray, started for the run
     pdd sweep submit sweeps/table1.yaml --address http://127.0.0.1:8265 --storage s3://bucket/pdd
 
-Search: one Tune experiment whose searcher routes every suggestion to one Optuna TPE study per (cell, method
-entry), so all cells share one queue; each study evaluates the paper's point first and maximises validation
-accuracy. Confirm: each study's best validation config, and every unsearched entry (random), rerun once per
+Two stages share one queue. Search: the searcher routes every suggestion to one Optuna TPE study per (cell,
+method entry); each study evaluates the paper's point first and maximises validation accuracy. Confirm: each
+study's best validation config, once its search is over, and every unsearched entry (random), rerun once per
 subset seed with the sweep's evaluation seeds; reports show these rows.
 
 A sweep directory, `<storage>/<name>/`, holds everything: one Parquet row per trial (pdd.results) and, skipped by
 Parquet readers, `_sweep.json` (the validated spec, so a sweep resumes without its file), `_teacher.pt`,
-`_artifacts/` and Tune's experiments under `_tune/`. Multi-node runs need it on storage every node reaches: a
+`_artifacts/` and Tune's experiment under `_tune/`. Multi-node runs need it on storage every node reaches: a
 shared filesystem path or an s3:// URI (rows are then written on the node and uploaded, and the driver mirrors
 them to results/<name>/).
 """
@@ -52,9 +52,9 @@ from pdd.errors import PddError, SweepError
 from pdd.hooks import NullReporter, Reporter
 from pdd.io import atomic_path
 from pdd.methods import METHODS
-from pdd.overhead import Overhead, stage_window, sweep_overhead, trial_slots
+from pdd.overhead import Overhead, sweep_overhead, trial_slots, tune_window
 from pdd.results import read_results, write_row
-from pdd.sweep import Study, SweepSpec, study_key
+from pdd.sweep import SweepSpec, study_key
 from pdd.teacher import ensure_teacher, file_hash
 from pdd.trial import TrialOptions, cached_dataset, cell_name, resolve_device, run_trial, trial_id
 
@@ -64,6 +64,7 @@ SPEC_FILE = "_sweep.json"
 TEACHER_FILE = "_teacher.pt"
 DRIVER_FILE = "_driver.json"  # the last driver run's start, end, stage times and trial slots (pdd sweep overhead)
 TUNE_DIR = "_tune"
+EXPERIMENT = "sweep"  # the Tune experiment in TUNE_DIR
 # Not uploaded with a submitted job: environments, outputs and caches.
 JOB_EXCLUDES = [".venv", ".git", "results", "runs", "teachers", ".cache", "**/__pycache__", ".pytest_cache",
                 ".ruff_cache", "*.egg-info"]
@@ -82,44 +83,62 @@ def suggest_space(trial: optuna.Trial, space: dict[str, Any]) -> None:
             trial.suggest_float(name, domain["low"], domain["high"], log=True)
 
 
-class StudySearcher(Searcher):
-    """Routes each Tune trial to one study's OptunaSearch, so one Tune queue feeds every study.
+class SweepSearcher(Searcher):
+    """The whole sweep as one Tune queue: search trials routed to one Optuna study each, and confirm trials.
 
-    The least-tried study with room goes first, so all cells progress together; a study has at most
-    max_concurrent trials in flight, so TPE suggests from finished results; FINISHED once every budget is used.
+    Search first: the least-tried study with room goes next, so all cells progress together, and a study has at
+    most max_concurrent trials in flight, so TPE suggests from finished results. A slot that no study can use
+    takes a confirm trial: an unsearched entry's (random) at any time, a study's once all its search trials have
+    ended, with the config of its best val_mean (test accuracy never reaches Tune). So no slot waits for the
+    slowest study at a stage barrier, and actors carry over from search to confirm.
     The searcher has no metric of its own: progress results carry none, and each OptunaSearch reads val_mean.
     """
 
-    def __init__(self, studies: list[Study], trials: int, max_concurrent: int, seed: int):
+    def __init__(self, spec: SweepSpec):
         super().__init__()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per in-memory study created
+        studies = spec.studies()
+        self.spec = spec
         self.studies = {study.key: study for study in studies}
         self.optuna = {study.key: OptunaSearch(space=partial(suggest_space, space=study.space), metric=METRIC,
-                                               mode="max", points_to_evaluate=study.points(), seed=seed + k)
+                                               mode="max", points_to_evaluate=study.points(), seed=spec.search.seed + k)
                        for k, study in enumerate(studies)}
-        self.budgets = {study.key: study.budget(trials) for study in studies}
-        self.max_concurrent = max_concurrent
+        self.budgets = {study.key: study.budget(spec.search.trials) for study in studies}
         self.started = dict.fromkeys(self.studies, 0)
-        self.running: dict[str, str] = {}  # Tune trial id -> study key
+        self.running: dict[str, tuple[str, dict[str, Any]]] = {}  # Tune trial id -> (study key, trial values)
+        self.best: dict[str, tuple[float, dict[str, Any]]] = {}  # study key -> (val_mean, trial values)
+        self.to_confirm = [confirmed for _, values in spec.unsearched() for confirmed in spec.confirm_values(values)]
+        # every search trial, and one confirm trial per subset seed for each study and unsearched entry
+        self.most_trials = sum(self.budgets.values()) + len(spec.confirm.subset_seeds) * (
+            len(studies) + len(spec.unsearched()))
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        unused = [key for key in self.studies if self.started[key] < self.budgets[key]]
-        if not unused:
-            return Searcher.FINISHED
-        in_flight = Counter(self.running.values())
-        ready = [key for key in unused if in_flight[key] < self.max_concurrent]
-        if not ready:
-            return None  # Tune asks again when a trial finishes
-        key = min(ready, key=self.started.__getitem__)
-        params = self.optuna[key].suggest(trial_id)
-        self.started[key] += 1
-        self.running[trial_id] = key
-        return {"trial": self.studies[key].base | params}
+        in_flight = Counter(key for key, _ in self.running.values())
+        ready = [key for key in self.studies
+                 if self.started[key] < self.budgets[key] and in_flight[key] < self.spec.search.max_concurrent]
+        if ready:
+            key = min(ready, key=self.started.__getitem__)
+            values = self.studies[key].base | self.optuna[key].suggest(trial_id)
+            self.started[key] += 1
+            self.running[trial_id] = (key, values)
+            return {"stage": "search", "trial": values}
+        if self.to_confirm:
+            return {"stage": "confirm", "trial": self.to_confirm.pop(0)}
+        if self.running or any(self.started[key] < self.budgets[key] for key in self.studies):
+            return None  # Tune asks again when a trial ends
+        return Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        key = self.running.pop(trial_id, None)
-        if key is not None:  # None: an errored trial resumed after its study already heard of its end
-            self.optuna[key].on_trial_complete(trial_id, result, error)
+        entry = self.running.pop(trial_id, None)
+        if entry is None:  # a confirm trial, or an errored one resumed after its study already heard of its end
+            return
+        key, values = entry
+        self.optuna[key].on_trial_complete(trial_id, result, error)
+        if not error and result and METRIC in result and (key not in self.best or result[METRIC] > self.best[key][0]):
+            self.best[key] = (result[METRIC], values)
+        searched = self.started[key] == self.budgets[key] and all(other != key for other, _ in self.running.values())
+        if searched and key in self.best:
+            self.to_confirm += self.spec.confirm_values(self.best[key][1])
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as file:
@@ -136,10 +155,9 @@ class StudySearcher(Searcher):
 
 @dataclass(frozen=True)
 class SweepContext:
-    """What every trial of a stage shares; sent once through the object store, so each node fetches it once."""
+    """What every trial of the sweep shares; sent once through the object store, so each node fetches it once."""
 
     sweep_id: str
-    stage: str
     root: str  # the sweep directory: a path every node sees, or a URI
     teacher: bytes | None
     gpu: float
@@ -214,7 +232,7 @@ def run_sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
     remote = is_uri(context.root)
     rows = Path(tempfile.mkdtemp(prefix="pdd-rows-")) if remote else Path(context.root)
     teacher = _node_teacher(context.teacher) if METHODS[cfg.method].needs_teacher(cfg) and context.teacher else None
-    options = TrialOptions(results=rows, teacher=teacher, sweep_id=context.sweep_id, stage=context.stage,
+    options = TrialOptions(results=rows, teacher=teacher, sweep_id=context.sweep_id, stage=config["stage"],
                            checkpoint_every=context.checkpoint_every, reporter=TuneReporter(), store=store)
     try:
         row = run_trial(cfg, options)
@@ -336,9 +354,9 @@ def load_saved(root: str) -> SweepSpec:
 class Outcome:
     root: str
     errored: int  # trials that failed after all retries
-    unconfirmed: list[str]  # studies without a single ok trial, so nothing to confirm
+    unconfirmed: list[str]  # studies without a single ok search trial, so nothing to confirm
     slots: int  # trials the cluster fits at once, from the resources each asks for
-    marks: dict[str, float]  # when Ray was up and each stage started and ended (UTC epoch seconds)
+    marks: dict[str, float]  # when Ray was up and the trials started and ended (UTC epoch seconds)
 
 
 @contextmanager
@@ -375,7 +393,7 @@ def materials(root: str, reporter: Reporter | None = None) -> Materials:
 
 
 def execute(root: str, made: Materials, address: str | None = None) -> Outcome:
-    """Run, or continue, the sweep stored at root: search, then confirm. Finished trials are never rerun."""
+    """Run, or continue, the sweep stored at root as one Tune experiment. Finished trials are never rerun."""
     spec = made.spec
     marks: dict[str, float] = {}
     with ray_session(address):
@@ -383,24 +401,14 @@ def execute(root: str, made: Materials, address: str | None = None) -> Outcome:
         if not address:
             _check_fits(spec)
         slots = trial_slots(ray.cluster_resources(), spec.resources.cpu, spec.resources.gpu)
-        # With a searcher, Tune keeps one trial pending at a time, so the search stage fills its slots one worker
-        # start after another (seconds each, measured by `pdd sweep overhead`); one pending trial per slot starts
-        # them all at once. A user's own setting wins.
+        # With a searcher, Tune keeps one trial pending at a time, so it fills its slots one worker start after
+        # another (seconds each, measured by `pdd sweep overhead`); one pending trial per slot starts them all at
+        # once. A user's own setting wins.
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(slots, 1)))
-        errored = 0
-        if spec.studies():
-            searcher = StudySearcher(spec.studies(), spec.search.trials, spec.search.max_concurrent, spec.search.seed)
-            marks["search_started"] = time.time()
-            errored += _fit(spec, root, "search", made.teacher, tune.TuneConfig(
-                search_alg=searcher, num_samples=sum(searcher.budgets.values()), reuse_actors=True), {})
-            marks["search_ended"] = time.time()
-        jobs, unconfirmed = confirm_trials(spec, read_results(rows_dir(root)).to_pylist())
-        if jobs:
-            marks["confirm_started"] = time.time()
-            errored += _fit(spec, root, "confirm", made.teacher, tune.TuneConfig(num_samples=1, reuse_actors=True),
-                            {"trial": tune.grid_search(jobs)})
-            marks["confirm_ended"] = time.time()
-    return Outcome(root, errored, unconfirmed, slots, marks)
+        marks["trials_started"] = time.time()
+        errored = _fit(spec, root, made.teacher)
+        marks["trials_ended"] = time.time()
+    return Outcome(root, errored, unconfirmed_studies(spec, read_results(rows_dir(root)).to_pylist()), slots, marks)
 
 
 def _check_fits(spec: SweepSpec) -> None:
@@ -435,47 +443,31 @@ def _sweep_teacher(spec: SweepSpec, root: str, dataset: ImageDataset, reporter: 
     return data
 
 
-def _fit(spec: SweepSpec, root: str, stage: str, teacher: bytes | None, tune_config: tune.TuneConfig,
-         param_space: dict[str, Any]) -> int:
-    """Run one stage as a Tune experiment, or continue it if a previous driver started it; returns errored trials."""
-    context = SweepContext(spec.name, stage, root, teacher, spec.resources.gpu, spec.checkpoint_every)
+def _fit(spec: SweepSpec, root: str, teacher: bytes | None) -> int:
+    """Run the sweep's Tune experiment, or continue it if a previous driver started it; returns errored trials."""
+    context = SweepContext(spec.name, root, teacher, spec.resources.gpu, spec.checkpoint_every)
     trainable = tune.with_resources(tune.with_parameters(run_sweep_trial, context=context),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-    path = f"{root}/{TUNE_DIR}/{stage}"
+    path = f"{root}/{TUNE_DIR}/{EXPERIMENT}"
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
+        searcher = SweepSearcher(spec)
         run_config = tune.RunConfig(
-            name=stage, storage_path=f"{root}/{TUNE_DIR}",
+            name=EXPERIMENT, storage_path=f"{root}/{TUNE_DIR}",
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             # Each checkpoint holds every named state of its trial, so only the latest is worth its disk.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1)
-        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+        tuner = tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
+            search_alg=searcher, num_samples=searcher.most_trials, reuse_actors=True))
     return len(tuner.fit().errors)
 
 
-def confirm_trials(spec: SweepSpec, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Confirm-stage trial configs: each study's best validation config and each unsearched entry, per subset seed.
-
-    Also returns the studies with no ok search row, which have nothing to confirm.
-    """
-    best: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if row["sweep_id"] != spec.name or row["stage"] != "search" or row["status"] != "ok":
-            continue
-        key = study_key(spec.label_of(row), row["cell"])
-        if key not in best or row[METRIC] > best[key][METRIC]:
-            best[key] = row
-    jobs: list[dict[str, Any]] = []
-    unconfirmed = []
-    for study in spec.studies():
-        if study.key in best:
-            jobs += spec.confirm_values(json.loads(best[study.key]["config"]))
-        else:
-            unconfirmed.append(study.key)
-    for _, values in spec.unsearched():
-        jobs += spec.confirm_values(values)
-    return jobs, unconfirmed
+def unconfirmed_studies(spec: SweepSpec, rows: list[dict[str, Any]]) -> list[str]:
+    """Keys of the studies without an ok search row: they had nothing to confirm."""
+    searched = {study_key(spec.label_of(row), row["cell"]) for row in rows
+                if row["sweep_id"] == spec.name and row["stage"] == "search" and row["status"] == "ok"}
+    return [study.key for study in spec.studies() if study.key not in searched]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -519,13 +511,10 @@ def progress(root: str) -> list[CellProgress]:
 def _running_configs(root: str) -> list[dict[str, Any]]:
     """Configs of the trials running when Tune last saved its experiment state (every few seconds)."""
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # no metrics needed here
-    configs = []
-    for stage in ("search", "confirm"):
-        path = f"{root}/{TUNE_DIR}/{stage}"
-        if tune.Tuner.can_restore(path):
-            analysis = tune.ExperimentAnalysis(path)
-            configs += [trial.config for trial in analysis.trials if trial.status == "RUNNING"]
-    return configs
+    path = f"{root}/{TUNE_DIR}/{EXPERIMENT}"
+    if not tune.Tuner.can_restore(path):
+        return []
+    return [trial.config for trial in tune.ExperimentAnalysis(path).trials if trial.status == "RUNNING"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -549,7 +538,7 @@ def load_driver_run(root: str) -> dict[str, Any]:
 
 
 def trial_intervals(root: str) -> list[tuple[float, float]]:
-    """(start, end) of the trial function for every trial whose final result Tune recorded, in both stages."""
+    """(start, end) of the trial function for every trial whose final result Tune recorded."""
     fs, base = _filesystem(root)
     selector = pafs.FileSelector(f"{base}/{TUNE_DIR}", recursive=True, allow_not_found=True)
     intervals = []
@@ -570,12 +559,12 @@ def trial_intervals(root: str) -> list[tuple[float, float]]:
 
 
 def overhead(root: str) -> tuple[Overhead, Overhead | None, dict[str, Any]]:
-    """The last driver run's overhead, the same over its trial stages alone, and its record (for the marks)."""
+    """The last driver run's overhead, the same over Tune's run alone, and its record (for the marks)."""
     record = load_driver_run(root)
     intervals = trial_intervals(root)
-    window = stage_window(record["marks"])
-    in_stages = None if window is None else sweep_overhead(intervals, *window, record["slots"])
-    return sweep_overhead(intervals, record["started_at"], record["ended_at"], record["slots"]), in_stages, record
+    window = tune_window(record["marks"])
+    in_tune = None if window is None else sweep_overhead(intervals, *window, record["slots"])
+    return sweep_overhead(intervals, record["started_at"], record["ended_at"], record["slots"]), in_tune, record
 
 
 # ---------------------------------------------------------------------------------------------------------------

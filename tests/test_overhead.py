@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pdd.overhead import stage_window, sweep_overhead, trial_slots
+from pdd.overhead import sweep_overhead, trial_slots, tune_window
 
 
 def test_two_slots_four_trials_every_figure_exact():
@@ -68,14 +68,16 @@ def test_slots_are_whole_trials_of_the_scarcest_resource(available, cpu, gpu, sl
     assert trial_slots(available, cpu, gpu) == slots
 
 
-def test_the_stage_window_runs_from_the_first_stage_start_to_the_last_stage_end():
-    marks = {"teacher_ready": 18.0, "ray_ready": 22.0, "search_started": 22.5, "search_ended": 56.0,
-             "confirm_started": 56.0, "confirm_ended": 95.0}
-    assert stage_window(marks) == (22.5, 95.0)
-    assert stage_window({"ray_ready": 3.0}) is None  # a driver that never started a stage
-    # Over the stages alone, the driver's start-up (0-22.5 s here) no longer counts as idle slot time.
+def test_the_tune_window_runs_from_the_first_start_mark_to_the_last_end_mark():
+    marks = {"teacher_ready": 18.0, "ray_ready": 22.0, "trials_started": 22.5, "trials_ended": 95.0}
+    assert tune_window(marks) == (22.5, 95.0)
+    assert tune_window({"ray_ready": 3.0}) is None  # a driver that never started Tune
+    older = {"ray_ready": 22.0, "search_started": 22.5, "search_ended": 56.0, "confirm_started": 56.0,
+             "confirm_ended": 95.0}
+    assert tune_window(older) == (22.5, 95.0), "a record from two experiments spans both"
+    # Over Tune's run alone, the driver's start-up (0-22.5 s here) no longer counts as idle slot time.
     trials = [(23, 55), (24, 56), (57, 94), (58, 95)]
-    whole, in_stages = sweep_overhead(trials, 0, 95, 2), sweep_overhead(trials, *stage_window(marks), 2)
-    assert whole.busy_slot_seconds == in_stages.busy_slot_seconds == 32 + 32 + 37 + 37
-    assert in_stages.utilisation == pytest.approx(138 / (2 * 72.5))
-    assert whole.startup_slot_seconds - in_stages.startup_slot_seconds == pytest.approx(2 * 22.5)
+    whole, in_tune = sweep_overhead(trials, 0, 95, 2), sweep_overhead(trials, *tune_window(marks), 2)
+    assert whole.busy_slot_seconds == in_tune.busy_slot_seconds == 32 + 32 + 37 + 37
+    assert in_tune.utilisation == pytest.approx(138 / (2 * 72.5))
+    assert whole.startup_slot_seconds - in_tune.startup_slot_seconds == pytest.approx(2 * 22.5)

@@ -27,7 +27,7 @@ from pdd.config import TrialConfig
 from pdd.results import read_results
 from pdd.sweep import load_sweep
 from pdd.trial import TrialOptions, run_trial
-from pdd.tune import StudySearcher, confirm_trials, record_failure
+from pdd.tune import SweepSearcher, record_failure
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -64,11 +64,13 @@ confirm: {subset_seeds: [0, 1]}
 
 def test_the_searcher_starts_every_study_at_the_paper_point_caps_it_finishes_and_pickles(tmp_path):
     spec = load_sweep(write_sweep(tmp_path / "s.yaml", "s", SEARCHED))
-    searcher = StudySearcher(spec.studies(), spec.search.trials, spec.search.max_concurrent, seed=0)
+    searcher = SweepSearcher(spec)
 
-    first = [searcher.suggest(f"t{i}")["trial"] for i in range(4)]
-    assert searcher.suggest("t4") is None, "every study has its one trial in flight"
-    assert [(c["method"], c["pipc"], c.get("alpha"), c.get("gamma"), c["init"]) for c in first] == [
+    first = [searcher.suggest(f"t{i}") for i in range(4)]
+    assert searcher.suggest("t4") is None, "every study has its one trial in flight, and nothing is to confirm yet"
+    assert {suggestion["stage"] for suggestion in first} == {"search"}
+    assert [(c["method"], c["pipc"], c.get("alpha"), c.get("gamma"), c["init"]) for c in
+            (suggestion["trial"] for suggestion in first)] == [
         ("dm", 10, None, None, "noise"), ("dm", 50, None, None, "noise"),
         ("pdd", 10, 0.1, 0.001, "noise"), ("pdd", 50, 0.01, 0.001, "noise")]
 
@@ -79,35 +81,55 @@ def test_the_searcher_starts_every_study_at_the_paper_point_caps_it_finishes_and
     again = [searcher.suggest("t5"), searcher.suggest("t6")]
     assert again == [clone.suggest("t5"), clone.suggest("t6")], "a restored searcher suggests what the original would"
 
-    suggested = first + [suggestion["trial"] for suggestion in again]
-    for n in range(7, 30):
+    suggested = first + again
+    for n in range(7, 40):
         for trial_id in list(searcher.running):
             searcher.on_trial_complete(trial_id, {"val_mean": float(n)})
         suggestion = searcher.suggest(f"t{n}")
-        if suggestion == StudySearcher.FINISHED:
+        if suggestion == SweepSearcher.FINISHED:
             break
-        suggested.append(suggestion["trial"])
-    assert suggestion == StudySearcher.FINISHED
-    per_study = Counter((c["method"], c["pipc"]) for c in suggested)
-    assert per_study == {("dm", 10): 2, ("dm", 50): 2, ("pdd", 10): 3, ("pdd", 50): 3}
-    assert sorted(c["init"] for c in suggested if c["method"] == "dm") == ["noise"] * 2 + ["real"] * 2
+        suggested.append(suggestion)
+    assert suggestion == SweepSearcher.FINISHED
+    search = [s["trial"] for s in suggested if s["stage"] == "search"]
+    confirm = [s["trial"] for s in suggested if s["stage"] == "confirm"]
+    assert Counter((c["method"], c["pipc"]) for c in search) == {("dm", 10): 2, ("dm", 50): 2, ("pdd", 10): 3,
+                                                                 ("pdd", 50): 3}
+    assert sorted(c["init"] for c in search if c["method"] == "dm") == ["noise"] * 2 + ["real"] * 2
+    assert sorted((c["method"], c["pipc"], c["subset_seed"]) for c in confirm) == sorted(
+        (method, pipc, seed) for method in ("dm", "pdd") for pipc in (10, 50) for seed in (0, 1))
+    assert len(suggested) == searcher.most_trials
 
 
-def test_confirm_reruns_each_studys_best_validation_config_never_the_best_test_one(tmp_path):
-    spec = load_sweep(write_sweep(tmp_path / "s.yaml", "s", SEARCHED))
-    dm10 = spec.trial_values("dm", 1, 10)
+def test_a_study_is_confirmed_once_its_search_ends_with_its_best_validation_config(tmp_path):
+    body = SEARCHED.replace("pipc: [10, 50]", "pipc: [10]").replace("search:", "  random: {method: random}\nsearch:")
+    spec = load_sweep(write_sweep(tmp_path / "s.yaml", "s", body))
+    searcher = SweepSearcher(spec)
 
-    def row(init: str, val: float, test: float, **extra) -> dict:
-        values = dm10 | {"init": init}
-        return {"sweep_id": "s", "stage": "search", "status": "ok", "cell": "ipc=1,pipc=10", "method": "dm",
-                "ipc": 1, "pipc": 10, "init": init, "alpha": 0.1, "gamma": 0.001, "val_mean": val,
-                "test_mean": test, "config": json.dumps(values)} | extra
+    def stage_method_init(suggestion: dict) -> tuple:
+        return suggestion["stage"], suggestion["trial"]["method"], suggestion["trial"].get("init")
 
-    rows = [row("noise", 20.0, 10.0), row("real", 15.0, 30.0), row("real", 99.0, 99.0, status="failed"),
-            row("real", 99.0, 99.0, sweep_id="other")]
-    jobs, unconfirmed = confirm_trials(spec, rows)
-    assert unconfirmed == ["dm ipc=1,pipc=50", "pdd ipc=1,pipc=10", "pdd ipc=1,pipc=50"]
-    assert [(job["init"], job["subset_seed"]) for job in jobs] == [("noise", 0), ("noise", 1)]
+    dm_noise, pdd_paper = searcher.suggest("dm-noise"), searcher.suggest("pdd-1")
+    fillers = [searcher.suggest("random-0"), searcher.suggest("random-1")]
+    assert [stage_method_init(s) for s in fillers] == [("confirm", "random", None)] * 2, \
+        "a slot no study can use takes an unsearched entry's confirm trial"
+    assert searcher.suggest("waiting") is None
+
+    searcher.on_trial_complete("dm-noise", {"val_mean": 30.0})
+    dm_real = searcher.suggest("dm-real")
+    assert stage_method_init(dm_real) == ("search", "dm", "real")
+    assert searcher.suggest("waiting") is None, "dm is not confirmed while one of its trials runs"
+    searcher.on_trial_complete("dm-real", {"val_mean": 25.0})
+    confirmed = [searcher.suggest("dm-confirm-0"), searcher.suggest("dm-confirm-1")]
+    assert [stage_method_init(s) for s in confirmed] == [("confirm", "dm", "noise")] * 2, "the best val_mean wins"
+    assert [s["trial"]["subset_seed"] for s in confirmed] == [0, 1]
+    assert dm_noise["trial"]["init"] == "noise" and pdd_paper["stage"] == "search"
+
+    searcher.on_trial_complete("pdd-1", None, error=True)
+    searcher.on_trial_complete("pdd-2", {"status": "nan"})  # not started: a stray completion changes nothing
+    for trial_id in ("pdd-2", "pdd-3"):
+        assert searcher.suggest(trial_id)["stage"] == "search"
+        searcher.on_trial_complete(trial_id, {"status": "nan", "pdd_trial_id": trial_id})
+    assert searcher.suggest("end") == SweepSearcher.FINISHED, "a study without an ok trial has nothing to confirm"
 
 
 def test_a_trial_that_raises_leaves_a_failed_row_that_its_retry_replaces(cifar_slice, tmp_path):
@@ -127,28 +149,28 @@ def test_overhead_reads_the_driver_record_and_each_trials_final_tune_result(tmp_
     from pdd.cli import main
     from pdd.tune import save_driver_run
 
-    def results(stage: str, trial: str, *lines: dict | str) -> None:
-        folder = tmp_path / "_tune" / stage / trial
+    def results(trial: str, *lines: dict | str) -> None:
+        folder = tmp_path / "_tune" / "sweep" / trial
         folder.mkdir(parents=True)
         (folder / "result.json").write_text("".join(
             (line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
 
-    results("search", "a", {"phase": "distill"}, {"trial_function": {"started_at": 1010.0, "ended_at": 1040.0}})
-    results("search", "b", {"trial_function": {"started_at": 1012.0, "ended_at": 1050.0}}, '{"half a li')
-    results("confirm", "c", {"trial_function": {"started_at": 1041.0, "ended_at": 1080.0}})
-    results("confirm", "d", {"trial_function": {"started_at": 1055.0, "ended_at": 1090.0}})
-    results("confirm", "older-pdd", {"val_mean": 10.0})  # no timestamps: not counted
+    results("a", {"phase": "distill"}, {"trial_function": {"started_at": 1010.0, "ended_at": 1040.0}})
+    results("b", {"trial_function": {"started_at": 1012.0, "ended_at": 1050.0}}, '{"half a li')
+    results("c", {"trial_function": {"started_at": 1041.0, "ended_at": 1080.0}})
+    results("d", {"trial_function": {"started_at": 1055.0, "ended_at": 1090.0}})
+    results("older-pdd", {"val_mean": 10.0})  # no timestamps: not counted
     assert main(["sweep", "overhead", str(tmp_path)]) == 2
     assert "no finished driver run recorded" in capsys.readouterr().err
 
     save_driver_run(str(tmp_path), {"started_at": 1000.0, "ended_at": 1100.0, "slots": 2,
-                                    "marks": {"ray_ready": 1005.0, "search_started": 1006.0}})
+                                    "marks": {"ray_ready": 1005.0, "trials_started": 1006.0}})
     out = tmp_path / "overhead.json"
     assert main(["sweep", "overhead", str(tmp_path), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert (report["trials"], report["busy_slot_seconds"], report["available_slot_seconds"]) == (4, 142, 200)
     assert report["outside"] == [10, 12, 1, 5] and report["utilisation"] == pytest.approx(0.71)
-    assert report["timeline"] == {"ray_ready": 5.0, "search_started": 6.0}
+    assert report["timeline"] == {"ray_ready": 5.0, "trials_started": 6.0}
     assert "71.0%" in capsys.readouterr().out
 
 
@@ -312,7 +334,7 @@ def rows_of(directory: Path) -> list[dict]:
 
 
 def tune_results(experiment: Path) -> list[dict]:
-    """Every result Tune recorded for the trials of one stage, in order per trial (a line being written is left)."""
+    """Every result Tune recorded for the trials of an experiment, in order per trial (a line being written is left)."""
     return [json.loads(line) for path in sorted(experiment.glob("*/result.json"))
             for line in path.read_text().split("\n")[:-1]]
 
@@ -376,12 +398,9 @@ def test_a_killed_driver_is_resumed_and_every_trial_is_in_the_results_once(clust
     search = {row["trial_id"] for row in rows if row["stage"] == "search"}
     confirm = {row["trial_id"] for row in rows if row["stage"] == "confirm"}
     assert len(search) == 2 + 3 and len(confirm) == 2, "dm tries both inits, pdd three points, each confirmed once"
-    for stage, ids in (("search", search), ("confirm", confirm)):
-        finals = {}
-        for result in tune_results(root / "_tune" / stage):
-            if "pdd_trial_id" in result:
-                finals[result["trial_id"]] = result["pdd_trial_id"]
-        assert set(finals.values()) == ids, f"every {stage} trial Tune ran has its row, and no row is extra"
+    finals = {result["trial_id"]: result["pdd_trial_id"] for result in tune_results(root / "_tune" / "sweep")
+              if "pdd_trial_id" in result}
+    assert set(finals.values()) == search | confirm, "every trial Tune ran has its row, and no row is extra"
 
 
 @pytest.mark.ray
@@ -400,7 +419,7 @@ confirm: {subset_seeds: [0]}
     log = tmp_path / "driver.log"
     driver = pdd(cluster, "sweep", "run", str(file), "--storage", str(tmp_path), "--address", cluster.address,
                  log=log)
-    experiment = tmp_path / "lose" / "_tune" / "confirm"
+    experiment = tmp_path / "lose" / "_tune" / "sweep"
     deadline = time.monotonic() + 300
     while not any("checkpointed" in result for result in tune_results(experiment)):
         assert driver.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]

@@ -52,7 +52,7 @@ def run(
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
     address: str | None = typer.Option(None, help=CLUSTER_HELP),
 ) -> None:
-    """Run a sweep (search, then confirm) and print its progress per cell; rerunning it continues it."""
+    """Run a sweep (search and confirm trials share one queue) and print its progress per cell; rerun to continue."""
     started_at = time.time()  # the driver's start for `pdd sweep overhead`: Ray's import and start-up are its cost
     spec = load_sweep(file)
     from pdd import tune as sweeps  # Ray loads in seconds: only once the file is known to be good
@@ -183,12 +183,12 @@ def overhead(
         console.print(f"wrote {out}")
 
 
-def overhead_report(found: Overhead, in_stages: Overhead | None, record: dict) -> dict:
-    """The overhead's figures, the same over the trial stages alone, and the driver's timeline (seconds after its
-    start), as one JSON-ready dict."""
+def overhead_report(found: Overhead, in_tune: Overhead | None, record: dict) -> dict:
+    """The overhead's figures, the same over Tune's run alone, and the driver's timeline (seconds after its start),
+    as one JSON-ready dict."""
     start = record["started_at"]
     return found.as_dict() | {
-        "in_stages": None if in_stages is None else in_stages.as_dict(),
+        "tune_run": None if in_tune is None else in_tune.as_dict(),
         "driver_started": datetime.fromtimestamp(start, UTC).isoformat(timespec="seconds"),
         "timeline": {name: at - start for name, at in sorted(record["marks"].items(), key=lambda kv: kv[1])}}
 
@@ -208,10 +208,10 @@ def print_overhead(report: dict) -> None:
         ("idle: between trials", f"{report['between_slot_seconds']:.1f} slot-s"),
         ("idle: after each slot's last trial", f"{report['tail_slot_seconds']:.1f} slot-s"),
     ]
-    if report["in_stages"] is not None:  # without the driver's one-off start-up (teacher, Ray)
-        stages = report["in_stages"]
-        rows += [("trial stages: wall time", f"{stages['wall_seconds']:.1f} s"),
-                 ("trial stages: utilisation", f"{stages['utilisation']:.1%}")]
+    if report["tune_run"] is not None:  # without the driver's one-off start-up (teacher, Ray)
+        tune_run = report["tune_run"]
+        rows += [("Tune run: wall time", f"{tune_run['wall_seconds']:.1f} s"),
+                 ("Tune run: utilisation", f"{tune_run['utilisation']:.1%}")]
     for row in rows:
         table.add_row(*row)
     console.print(table)
