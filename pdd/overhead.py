@@ -3,15 +3,15 @@
     pdd sweep overhead results/smoke --out benchmarks/smoke-overhead.json
 
 A slot is room for one trial (resources per trial against the cluster's). Busy slot-seconds are the wall time
-spent inside the trial function, summed over trials; available slot-seconds are slots x the driver's wall time,
-from `pdd sweep run` starting to it ending. Utilisation is their ratio. The rest is idle slot time, and each
-trial is charged the idle time of its slot just before it began: the driver's start-up (Ray, teacher, the first
-worker) for a slot's first trial, Tune's turnaround (scheduling, actor start or reset) for the
-others. What no later trial claims is the tail: slots left idle until the driver ended.
+spent inside the trial function, summed over trials (the trial that trains a `teacher: auto` among them);
+available slot-seconds are slots x the driver's wall time, from `pdd sweep run` starting to it ending.
+Utilisation is their ratio. The rest is idle slot time, and each trial is charged the idle time of its slot just
+before it began: the driver's start-up (Ray, the first worker) for a slot's first trial, Tune's turnaround
+(scheduling, actor start or reset) for the others. What no later trial claims is the tail: slots left idle until
+the driver ended.
 
 The same accounting over Tune's run alone (from its start to its end) leaves out the driver's one-off
-start-up, mostly training a `teacher: auto` and starting Ray: what remains is the cost that grows with the
-number of trials.
+start-up, mostly starting Ray: what remains is the cost that grows with the number of trials.
 
 Pure arithmetic on timestamps (UTC epoch seconds), so it is testable without Ray; pdd.tune gathers them.
 """

@@ -193,7 +193,7 @@ class SweepSpec(Strict):
     budget: Budget = "cpu"
     data: DataConfig = Field(default_factory=DataConfig)
     trial: dict[str, Any] = Field(default_factory=dict, description="further TrialConfig fields for every trial")
-    teacher: str = Field("auto", description="a teacher checkpoint, or auto: trained once by the driver")
+    teacher: str = Field("auto", description="a teacher checkpoint, or auto: trained once, as the sweep's first trial")
     grid: list[GridBlock] = Field(min_length=1)
     methods: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")], MethodEntry] = Field(min_length=1)
     search: Search

@@ -181,10 +181,15 @@ def _describe(model: Any) -> str:
     return f"{model.get('arch')} (depth {model.get('depth')}, width {model.get('width')}, norm {model.get('norm')})"
 
 
+def cached_teacher_path(cfg: TeacherConfig, dataset: ImageDataset) -> Path:
+    """Where this machine keeps the teacher `--teacher auto` trains for this dataset and config."""
+    return default_cache_dir() / "teachers" / f"{dataset.content_hash[:16]}-{config_hash(cfg)}.pt"
+
+
 def ensure_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.device,
                    reporter: Reporter = NullReporter()) -> Path:
     """The cached teacher for this dataset and config, trained first if there is none (`--teacher auto`)."""
-    path = default_cache_dir() / "teachers" / f"{dataset.content_hash[:16]}-{config_hash(cfg)}.pt"
+    path = cached_teacher_path(cfg, dataset)
     if not path.exists():
         store = DirStore(path.parent / f".{path.stem}.checkpoints")
         save_teacher(path, train_teacher(cfg, dataset, device, reporter, store))

@@ -49,16 +49,16 @@ from pdd import __version__
 from pdd.config import TeacherConfig, TrialConfig
 from pdd.data import ImageDataset, default_cache_dir
 from pdd.errors import PddError, SweepError
-from pdd.hooks import NullReporter, Reporter
 from pdd.io import atomic_path
 from pdd.methods import METHODS
 from pdd.overhead import Overhead, sweep_overhead, trial_slots, tune_window
 from pdd.results import read_results, write_row
 from pdd.sweep import SweepSpec, study_key
-from pdd.teacher import ensure_teacher, file_hash
+from pdd.teacher import cached_teacher_path, ensure_teacher, file_hash
 from pdd.trial import TrialOptions, cached_dataset, cell_name, resolve_device, run_trial, trial_id
 
 METRIC = "val_mean"  # what every study maximises; test accuracy never reaches Tune
+TEACHER_STAGE = "teacher"  # the trial that trains a `teacher: auto` nobody has cached
 # Beside the rows, so with a leading underscore: Parquet readers of the directory skip them (as _artifacts/).
 SPEC_FILE = "_sweep.json"
 TEACHER_FILE = "_teacher.pt"
@@ -83,6 +83,12 @@ def suggest_space(trial: optuna.Trial, space: dict[str, Any]) -> None:
             trial.suggest_float(name, domain["low"], domain["high"], log=True)
 
 
+def needs_teacher(values: dict[str, Any]) -> bool:
+    """Whether a trial with these TrialConfig values needs the sweep's teacher."""
+    cfg = TrialConfig.model_validate(values)
+    return METHODS[cfg.method].needs_teacher(cfg)
+
+
 class SweepSearcher(Searcher):
     """The whole sweep as one Tune queue: search trials routed to one Optuna study each, and confirm trials.
 
@@ -91,11 +97,16 @@ class SweepSearcher(Searcher):
     takes a confirm trial: an unsearched entry's (random) at any time, a study's once all its search trials have
     ended, with the config of its best val_mean (test accuracy never reaches Tune). So no slot waits for the
     slowest study at a stage barrier, and actors carry over from search to confirm.
+    A `teacher: auto` that is not cached trains as the first trial, in one slot; trials that need it wait in the
+    queue until it is stored, so teacher-free ones (dm, random) fill the other slots. If it fails, they never start.
     The searcher has no metric of its own: progress results carry none, and each OptunaSearch reads val_mean.
     """
 
-    def __init__(self, spec: SweepSpec):
+    def __init__(self, spec: SweepSpec, teacher_to_train: TeacherConfig | None = None):
         super().__init__()
+        self.to_train = teacher_to_train
+        self.teacher = "ready" if teacher_to_train is None else "to train"  # then training, then ready or failed
+        self.teacher_trial: str | None = None
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per in-memory study created
         studies = spec.studies()
         self.spec = spec
@@ -104,31 +115,45 @@ class SweepSearcher(Searcher):
                                                mode="max", points_to_evaluate=study.points(), seed=spec.search.seed + k)
                        for k, study in enumerate(studies)}
         self.budgets = {study.key: study.budget(spec.search.trials) for study in studies}
+        self.needs_teacher = {study.key: needs_teacher(study.base) for study in studies}
         self.started = dict.fromkeys(self.studies, 0)
         self.running: dict[str, tuple[str, dict[str, Any]]] = {}  # Tune trial id -> (study key, trial values)
         self.best: dict[str, tuple[float, dict[str, Any]]] = {}  # study key -> (val_mean, trial values)
         self.to_confirm = [confirmed for _, values in spec.unsearched() for confirmed in spec.confirm_values(values)]
         # every search trial, and one confirm trial per subset seed for each study and unsearched entry
         self.most_trials = sum(self.budgets.values()) + len(spec.confirm.subset_seeds) * (
-            len(studies) + len(spec.unsearched()))
+            len(studies) + len(spec.unsearched())) + (teacher_to_train is not None)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.teacher == "to train":
+            self.teacher = "training"
+            self.teacher_trial = trial_id
+            return {"stage": TEACHER_STAGE, "teacher": self.to_train.model_dump()}
+        teacher_ready = self.teacher == "ready"
         in_flight = Counter(key for key, _ in self.running.values())
-        ready = [key for key in self.studies
-                 if self.started[key] < self.budgets[key] and in_flight[key] < self.spec.search.max_concurrent]
+        to_search = [key for key in self.studies if self.started[key] < self.budgets[key]
+                     and not (self.teacher == "failed" and self.needs_teacher[key])]
+        ready = [key for key in to_search if in_flight[key] < self.spec.search.max_concurrent
+                 and (teacher_ready or not self.needs_teacher[key])]
         if ready:
             key = min(ready, key=self.started.__getitem__)
             values = self.studies[key].base | self.optuna[key].suggest(trial_id)
             self.started[key] += 1
             self.running[trial_id] = (key, values)
             return {"stage": "search", "trial": values}
-        if self.to_confirm:
-            return {"stage": "confirm", "trial": self.to_confirm.pop(0)}
-        if self.running or any(self.started[key] < self.budgets[key] for key in self.studies):
-            return None  # Tune asks again when a trial ends
+        if self.teacher == "failed":  # the driver says why once Tune's run is over
+            self.to_confirm = [values for values in self.to_confirm if not needs_teacher(values)]
+        for k, values in enumerate(self.to_confirm):
+            if teacher_ready or not needs_teacher(values):
+                return {"stage": "confirm", "trial": self.to_confirm.pop(k)}
+        if self.running or to_search or self.to_confirm:
+            return None  # Tune asks again on its next step
         return Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id == self.teacher_trial:
+            self.teacher = "failed" if error else "ready"
+            return
         entry = self.running.pop(trial_id, None)
         if entry is None:  # a confirm trial, or an errored one resumed after its study already heard of its end
             return
@@ -159,7 +184,7 @@ class SweepContext:
 
     sweep_id: str
     root: str  # the sweep directory: a path every node sees, or a URI
-    teacher: bytes | None
+    teacher: bytes | None  # None while a teacher trial trains it: trials then read it from the sweep directory
     gpu: float
     checkpoint_every: int
 
@@ -219,19 +244,24 @@ class TuneStore:
 
 
 def run_sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
-    """Tune's trainable: one pdd trial; its row goes to the sweep directory and val_mean to the study.
+    """Tune's trainable: one pdd trial, whose row goes to the sweep directory and val_mean to the study; or the
+    teacher trial, which stores the sweep's teacher there.
 
     Its final result also carries when the function started and ended (UTC epoch seconds, wall clock so that
     trials on other nodes compare): `pdd sweep overhead` charges the time around them to Ray and Tune.
     """
     started_at = time.time()
+    if config["stage"] == TEACHER_STAGE:
+        _train_teacher(TeacherConfig.model_validate(config["teacher"]), context.root)
+        tune.report({"trial_function": {"started_at": started_at, "ended_at": time.time()}})
+        return
     cfg = TrialConfig.model_validate(config["trial"])
+    teacher = _node_teacher(context) if METHODS[cfg.method].needs_teacher(cfg) else None
     if context.gpu > 0 and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(min(context.gpu, 1.0))  # the trial's share of its GPU
     store = TuneStore()
     remote = is_uri(context.root)
     rows = Path(tempfile.mkdtemp(prefix="pdd-rows-")) if remote else Path(context.root)
-    teacher = _node_teacher(context.teacher) if METHODS[cfg.method].needs_teacher(cfg) and context.teacher else None
     options = TrialOptions(results=rows, teacher=teacher, sweep_id=context.sweep_id, stage=config["stage"],
                            checkpoint_every=context.checkpoint_every, reporter=TuneReporter(), store=store)
     try:
@@ -251,8 +281,18 @@ def run_sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
     tune.report(metrics | {"trial_function": {"started_at": started_at, "ended_at": time.time()}})
 
 
-def _node_teacher(teacher: bytes) -> Path:
+def _train_teacher(cfg: TeacherConfig, root: str) -> None:
+    """The teacher trial: trains (or finds in this node's cache) `teacher: auto`, then stores it in the sweep
+    directory as a given teacher would be."""
+    dataset = cached_dataset(cfg.data.source)
+    _write(root, TEACHER_FILE, ensure_teacher(cfg, dataset, resolve_device("auto")).read_bytes())
+
+
+def _node_teacher(context: SweepContext) -> Path:
     """The sweep's teacher as a file in this node's cache, written by the node's first trial."""
+    teacher = context.teacher if context.teacher is not None else _read(context.root, TEACHER_FILE)
+    if teacher is None:
+        raise SweepError(f"{context.root}/{TEACHER_FILE} is missing, but the sweep's teacher trial has ended")
     path = default_cache_dir() / "teachers" / f"sweep-{hashlib.sha256(teacher).hexdigest()[:16]}.pt"
     if not path.exists():
         with atomic_path(path) as tmp:
@@ -382,14 +422,15 @@ class Materials:
     """What every trial shares, made once by the driver before any trial starts."""
 
     spec: SweepSpec
-    teacher: bytes | None
+    teacher: bytes | None  # the stored, given or cached teacher, when a trial needs one
+    teacher_to_train: TeacherConfig | None  # `teacher: auto` that this machine has not cached: a trial trains it
 
 
-def materials(root: str, reporter: Reporter | None = None) -> Materials:
-    """The stored spec and teacher (trained first for `teacher: auto`), with the dataset decoded into the cache."""
+def materials(root: str) -> Materials:
+    """The stored spec and teacher, with the dataset decoded into the cache."""
     spec = load_saved(root)
     dataset = cached_dataset(spec.data.source)  # decode once into the node's uint8 cache; trials map it
-    return Materials(spec, _sweep_teacher(spec, root, dataset, reporter or NullReporter()))
+    return _sweep_teacher(spec, root, dataset)
 
 
 def execute(root: str, made: Materials, address: str | None = None) -> Outcome:
@@ -406,9 +447,14 @@ def execute(root: str, made: Materials, address: str | None = None) -> Outcome:
         # once. A user's own setting wins.
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(slots, 1)))
         marks["trials_started"] = time.time()
-        errored = _fit(spec, root, made.teacher)
+        results = _fit(spec, root, made)
         marks["trials_ended"] = time.time()
-    return Outcome(root, errored, unconfirmed_studies(spec, read_results(rows_dir(root)).to_pylist()), slots, marks)
+    for result in results:
+        if result.error is not None and result.config.get("stage") == TEACHER_STAGE:
+            raise SweepError(f"training the sweep's teacher failed, so no trial that needs it ran: {result.error}; "
+                             f"the other trials' rows are kept, and `pdd sweep resume` tries again")
+    unconfirmed = unconfirmed_studies(spec, read_results(rows_dir(root)).to_pylist())
+    return Outcome(root, len(results.errors), unconfirmed, slots, marks)
 
 
 def _check_fits(spec: SweepSpec) -> None:
@@ -420,19 +466,20 @@ def _check_fits(spec: SweepSpec) -> None:
                              f"has {available.get(resource, 0):g}; lower it or run on a cluster (--address)")
 
 
-def _sweep_teacher(spec: SweepSpec, root: str, dataset: ImageDataset, reporter: Reporter) -> bytes | None:
+def _sweep_teacher(spec: SweepSpec, root: str, dataset: ImageDataset) -> Materials:
     """The sweep's teacher, copied into the sweep directory once so a resumed sweep uses the very same file."""
     stored = _read(root, TEACHER_FILE)
     if stored is not None:
-        return stored
+        return Materials(spec, stored, None)
     values = [study.base for study in spec.studies()] + [values for _, values in spec.unsearched()]
-    configs = [TrialConfig.model_validate(each) for each in values]
-    needing = [cfg for cfg in configs if METHODS[cfg.method].needs_teacher(cfg)]
+    needing = [cfg for cfg in map(TrialConfig.model_validate, values) if METHODS[cfg.method].needs_teacher(cfg)]
     if not needing:
-        return None
+        return Materials(spec, None, None)
     if spec.teacher == "auto":
         teacher_cfg = TeacherConfig(budget=spec.budget, data=spec.data, model=needing[0].teacher_model)
-        path = ensure_teacher(teacher_cfg, dataset, resolve_device("auto"), reporter)
+        path = cached_teacher_path(teacher_cfg, dataset)
+        if not path.exists():
+            return Materials(spec, None, teacher_cfg)
     else:
         path = Path(spec.teacher)
     try:
@@ -440,19 +487,25 @@ def _sweep_teacher(spec: SweepSpec, root: str, dataset: ImageDataset, reporter: 
     except OSError as error:
         raise SweepError(f"cannot read the sweep's teacher {path}: {error.strerror}") from None
     _write(root, TEACHER_FILE, data)
-    return data
+    return Materials(spec, data, None)
 
 
-def _fit(spec: SweepSpec, root: str, teacher: bytes | None) -> int:
-    """Run the sweep's Tune experiment, or continue it if a previous driver started it; returns errored trials."""
-    context = SweepContext(spec.name, root, teacher, spec.resources.gpu, spec.checkpoint_every)
+def _fit(spec: SweepSpec, root: str, made: Materials) -> tune.ResultGrid:
+    """Run the sweep's Tune experiment, or continue it if a previous driver started it."""
+    context = SweepContext(spec.name, root, made.teacher, spec.resources.gpu, spec.checkpoint_every)
     trainable = tune.with_resources(tune.with_parameters(run_sweep_trial, context=context),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     path = f"{root}/{TUNE_DIR}/{EXPERIMENT}"
+    if tune.Tuner.can_restore(path) and _teacher_trial_failed(path):
+        # Its searcher gave up on the trials that need the teacher and finished, so the stored experiment can never
+        # run them. A new one replays the rest: seeds are explicit, so every trial already run has its row and
+        # returns it at once.
+        fs, base = _filesystem(path)
+        fs.delete_dir(base)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
-        searcher = SweepSearcher(spec)
+        searcher = SweepSearcher(spec, made.teacher_to_train)
         run_config = tune.RunConfig(
             name=EXPERIMENT, storage_path=f"{root}/{TUNE_DIR}",
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
@@ -460,7 +513,13 @@ def _fit(spec: SweepSpec, root: str, teacher: bytes | None) -> int:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1)
         tuner = tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=searcher.most_trials, reuse_actors=True))
-    return len(tuner.fit().errors)
+    return tuner.fit()
+
+
+def _teacher_trial_failed(path: str) -> bool:
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # no metrics needed here
+    return any(trial.status == "ERROR" and trial.config.get("stage") == TEACHER_STAGE
+               for trial in tune.ExperimentAnalysis(path).trials)
 
 
 def unconfirmed_studies(spec: SweepSpec, rows: list[dict[str, Any]]) -> list[str]:
@@ -514,7 +573,8 @@ def _running_configs(root: str) -> list[dict[str, Any]]:
     path = f"{root}/{TUNE_DIR}/{EXPERIMENT}"
     if not tune.Tuner.can_restore(path):
         return []
-    return [trial.config for trial in tune.ExperimentAnalysis(path).trials if trial.status == "RUNNING"]
+    return [trial.config for trial in tune.ExperimentAnalysis(path).trials
+            if trial.status == "RUNNING" and trial.config.get("stage") != TEACHER_STAGE]
 
 
 # ---------------------------------------------------------------------------------------------------------------

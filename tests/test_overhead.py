@@ -69,7 +69,7 @@ def test_slots_are_whole_trials_of_the_scarcest_resource(available, cpu, gpu, sl
 
 
 def test_the_tune_window_runs_from_the_first_start_mark_to_the_last_end_mark():
-    marks = {"teacher_ready": 18.0, "ray_ready": 22.0, "trials_started": 22.5, "trials_ended": 95.0}
+    marks = {"materials_ready": 18.0, "ray_ready": 22.0, "trials_started": 22.5, "trials_ended": 95.0}
     assert tune_window(marks) == (22.5, 95.0)
     assert tune_window({"ray_ready": 3.0}) is None  # a driver that never started Tune
     older = {"ray_ready": 22.0, "search_started": 22.5, "search_ended": 56.0, "confirm_started": 56.0,

@@ -23,7 +23,7 @@ import typer
 from rich.table import Table
 
 import pdd
-from pdd.cli.common import RichReporter, app, console, progress_bars
+from pdd.cli.common import app, console
 from pdd.errors import PddError
 from pdd.io import atomic_path
 from pdd.overhead import Overhead
@@ -78,12 +78,14 @@ def sweep_dir(target: str) -> str:
 def _execute(root: str, address: str | None, started_at: float) -> None:
     from pdd import tune as sweeps
 
-    with progress_bars() as progress:  # the teacher's training, when the sweep needs one trained
-        made = sweeps.materials(root, RichReporter(progress))
-    teacher_ready = time.time()
+    made = sweeps.materials(root)
+    materials_ready = time.time()
+    if made.teacher_to_train is not None:
+        console.print("teacher: auto, and none is cached here: the first trial trains it, in one slot, while the "
+                      "trials that need no teacher run", style="dim")
     outcome = sweeps.execute(root, made, address)
     sweeps.save_driver_run(root, {"started_at": started_at, "ended_at": time.time(), "slots": outcome.slots,
-                                  "marks": {"teacher_ready": teacher_ready} | outcome.marks})
+                                  "marks": {"materials_ready": materials_ready} | outcome.marks})
     print_progress(root)
     for key in outcome.unconfirmed:
         console.print(f"[yellow]{key}: no search trial finished, so nothing was confirmed[/yellow]")
