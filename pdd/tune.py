@@ -551,7 +551,7 @@ def progress(root: str) -> list[CellProgress]:
     spec = load_saved(root)
     rows = [row for row in read_results(rows_dir(root)).to_pylist() if row["sweep_id"] == spec.name]
     running = Counter(study_key(spec.label_of(config["trial"]), cell_name(TrialConfig.model_validate(config["trial"])))
-                      for config in _running_configs(root))
+                      for config in _running_configs(root) if config["stage"] != TEACHER_STAGE)
     entries = [(study.label, study.base, study.budget(spec.search.trials)) for study in spec.studies()]
     entries += [(label, values, 0) for label, values in spec.unsearched()]
     table = []
@@ -573,8 +573,12 @@ def _running_configs(root: str) -> list[dict[str, Any]]:
     path = f"{root}/{TUNE_DIR}/{EXPERIMENT}"
     if not tune.Tuner.can_restore(path):
         return []
-    return [trial.config for trial in tune.ExperimentAnalysis(path).trials
-            if trial.status == "RUNNING" and trial.config.get("stage") != TEACHER_STAGE]
+    return [trial.config for trial in tune.ExperimentAnalysis(path).trials if trial.status == "RUNNING"]
+
+
+def teacher_training(root: str) -> bool:
+    """Whether the trial that trains the sweep's `teacher: auto` is running."""
+    return any(config["stage"] == TEACHER_STAGE for config in _running_configs(root))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -234,3 +234,5 @@ def print_progress(root: str) -> None:
                       str(cell.failed), "-" if cell.best_val is None else f"{cell.best_val:.2f}",
                       f"{cell.confirmed}/{cell.to_confirm}")
     console.print(table)
+    if sweeps.teacher_training(root):
+        console.print("the teacher trial is training `teacher: auto`; trials that need it start once it is stored")
