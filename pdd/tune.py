@@ -568,12 +568,18 @@ def progress(root: str) -> list[CellProgress]:
 
 
 def _running_configs(root: str) -> list[dict[str, Any]]:
-    """Configs of the trials running when Tune last saved its experiment state (every few seconds)."""
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # no metrics needed here
-    path = f"{root}/{TUNE_DIR}/{EXPERIMENT}"
-    if not tune.Tuner.can_restore(path):
+    """Configs of the trials running when Tune last saved its experiment state (every few seconds).
+
+    Read from the state file itself: tune.ExperimentAnalysis loads a RUNNING trial as PENDING, as a restore would.
+    """
+    fs, base = _filesystem(f"{root}/{TUNE_DIR}/{EXPERIMENT}")
+    states = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+                    if info.base_name.startswith("experiment_state-") and info.base_name.endswith(".json"))
+    if not states:
         return []
-    return [trial.config for trial in tune.ExperimentAnalysis(path).trials if trial.status == "RUNNING"]
+    with fs.open_input_stream(states[-1]) as stream:
+        trials = [json.loads(trial) for trial, _ in json.loads(stream.read())["trial_data"]]
+    return [trial["config"] for trial in trials if trial["status"] == "RUNNING"]
 
 
 def teacher_training(root: str) -> bool:
