@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import io
 import json
-import logging
 import os
 import pickle
 import shlex
@@ -499,7 +498,7 @@ def _fit(spec: SweepSpec, root: str, made: Materials) -> tune.ResultGrid:
     trainable = tune.with_resources(tune.with_parameters(run_sweep_trial, context=context),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     path = f"{root}/{TUNE_DIR}/{EXPERIMENT}"
-    if tune.Tuner.can_restore(path) and _teacher_trial_failed(path):
+    if tune.Tuner.can_restore(path) and _teacher_trial_failed(root):
         # Its searcher gave up on the trials that need the teacher and finished, so the stored experiment can never
         # run them. A new one replays the rest: seeds are explicit, so every trial already run has its row and
         # returns it at once.
@@ -519,10 +518,9 @@ def _fit(spec: SweepSpec, root: str, made: Materials) -> tune.ResultGrid:
     return tuner.fit()
 
 
-def _teacher_trial_failed(path: str) -> bool:
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # no metrics needed here
-    return any(trial.status == "ERROR" and trial.config.get("stage") == TEACHER_STAGE
-               for trial in tune.ExperimentAnalysis(path).trials)
+def _teacher_trial_failed(root: str) -> bool:
+    return any(trial["status"] == "ERROR" and trial["config"]["stage"] == TEACHER_STAGE
+               for trial in _saved_trials(root))
 
 
 def unconfirmed_studies(spec: SweepSpec, rows: list[dict[str, Any]]) -> list[str]:
@@ -570,10 +568,11 @@ def progress(root: str) -> list[CellProgress]:
     return table
 
 
-def _running_configs(root: str) -> list[dict[str, Any]]:
-    """Configs of the trials running when Tune last saved its experiment state (every few seconds).
+def _saved_trials(root: str) -> list[dict[str, Any]]:
+    """Each trial (its status and config, among others) as Tune last saved its experiment state (every few seconds).
 
-    Read from the state file itself: tune.ExperimentAnalysis loads a RUNNING trial as PENDING, as a restore would.
+    Read from the state file itself: tune.ExperimentAnalysis loads a RUNNING trial as PENDING, as a restore would,
+    and reads every trial's results besides.
     """
     fs, base = _filesystem(f"{root}/{TUNE_DIR}/{EXPERIMENT}")
     states = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
@@ -581,8 +580,11 @@ def _running_configs(root: str) -> list[dict[str, Any]]:
     if not states:
         return []
     with fs.open_input_stream(states[-1]) as stream:
-        trials = [json.loads(trial) for trial, _ in json.loads(stream.read())["trial_data"]]
-    return [trial["config"] for trial in trials if trial["status"] == "RUNNING"]
+        return [json.loads(trial) for trial, _ in json.loads(stream.read())["trial_data"]]
+
+
+def _running_configs(root: str) -> list[dict[str, Any]]:
+    return [trial["config"] for trial in _saved_trials(root) if trial["status"] == "RUNNING"]
 
 
 def teacher_training(root: str) -> bool:

@@ -475,6 +475,33 @@ def test_a_killed_driver_is_resumed_and_every_trial_is_in_the_results_once(clust
 
 
 @pytest.mark.ray
+def test_trial_states_are_read_from_tunes_saved_experiment_state(cluster, tmp_path):
+    from pdd.tune import _running_configs, _saved_trials, _teacher_trial_failed
+
+    assert _saved_trials(str(tmp_path)) == [] and not _teacher_trial_failed(str(tmp_path))
+    script = tmp_path / "experiment.py"
+    script.write_text(f"""\
+import ray
+from ray import tune
+
+def trainable(config):
+    if config["stage"] == "teacher":
+        raise RuntimeError("teacher on fire")
+    tune.report({{"val_mean": 1.0}})
+
+ray.init(address={cluster.address!r})
+tune.Tuner(trainable, param_space={{"stage": tune.grid_search(["teacher", "search"])}},
+           run_config=tune.RunConfig(name="sweep", storage_path={str(tmp_path / "_tune")!r}, verbose=0)).fit()
+""")
+    run = subprocess.run([sys.executable, str(script)], env=cluster.env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted((trial["status"], trial["config"]["stage"]) for trial in _saved_trials(str(tmp_path))) == [
+        ("ERROR", "teacher"), ("TERMINATED", "search")]
+    assert _teacher_trial_failed(str(tmp_path)), "a resumed sweep starts a fresh experiment"
+    assert _running_configs(str(tmp_path)) == []
+
+
+@pytest.mark.ray
 def test_a_trial_whose_node_dies_resumes_from_its_checkpoint_on_another_node(cluster, cifar_slice, smoke_teacher,
                                                                             tmp_path):
     body = """\

@@ -210,7 +210,7 @@ def print_overhead(report: dict) -> None:
         ("idle: between trials", f"{report['between_slot_seconds']:.1f} slot-s"),
         ("idle: after each slot's last trial", f"{report['tail_slot_seconds']:.1f} slot-s"),
     ]
-    if report["tune_run"] is not None:  # without the driver's one-off start-up (teacher, Ray)
+    if report["tune_run"] is not None:  # without the driver's one-off start-up (mostly Ray's)
         tune_run = report["tune_run"]
         rows += [("Tune run: wall time", f"{tune_run['wall_seconds']:.1f} s"),
                  ("Tune run: utilisation", f"{tune_run['utilisation']:.1%}")]
