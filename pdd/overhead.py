@@ -13,7 +13,7 @@ the driver ended.
 The same accounting over Tune's run alone (from its start to its end) leaves out the driver's one-off
 start-up, mostly starting Ray: what remains is the cost that grows with the number of trials.
 
-Pure arithmetic on timestamps (UTC epoch seconds), so it is testable without Ray; pdd.tune gathers them.
+Pure arithmetic on timestamps (UTC epoch seconds), so it is testable without Ray; pdd.runner.driver_log gathers them.
 """
 
 from __future__ import annotations

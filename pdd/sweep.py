@@ -6,7 +6,7 @@ A sweep file is YAML checked as strictly as a trial config: an unknown key, a du
 search space naming a weight its method does not have is an error that names the file's line. A spec expands
 into studies, one per (cell, method entry) with something to search, and into the trials of the confirm stage.
 Every trial config is a TrialConfig, so TrialConfig's defaults for a cell (the paper's alpha, gamma and init) are
-the first point each study evaluates. This module never imports Ray; `pdd.tune` runs what it describes.
+the first point each study evaluates. This module never imports Ray; `pdd.runner` runs what it describes.
 """
 
 from __future__ import annotations

@@ -55,9 +55,9 @@ def run(
     """Run a sweep (search and confirm trials share one queue) and print its progress per cell; rerun to continue."""
     started_at = time.time()  # the driver's start for `pdd sweep overhead`: Ray's import and start-up are its cost
     spec = load_sweep(file)
-    from pdd import tune as sweeps  # Ray loads in seconds: only once the file is known to be good
+    from pdd.runner.storage import prepare  # Ray loads in seconds: only once the file is known to be good
 
-    _execute(sweeps.prepare(spec, _storage(storage)), address, started_at)
+    _execute(prepare(spec, _storage(storage)), address, started_at)
 
 
 @sweep_app.command("resume")
@@ -70,21 +70,21 @@ def resume(
 
 
 def sweep_dir(target: str) -> str:
-    from pdd.tune import is_uri
+    from pdd.runner.storage import is_uri
 
     return target if is_uri(target) else str(Path(target).resolve())
 
 
 def _execute(root: str, address: str | None, started_at: float) -> None:
-    from pdd import tune as sweeps
+    from pdd.runner import driver, driver_log
 
-    made = sweeps.materials(root)
+    made = driver.materials(root)
     materials_ready = time.time()
     if made.teacher_to_train is not None:
         console.print("teacher: auto, and none is cached here: the first trial trains it, in one slot, while the "
                       "trials that need no teacher run", style="dim")
-    outcome = sweeps.execute(root, made, address)
-    sweeps.save_driver_run(root, {"started_at": started_at, "ended_at": time.time(), "slots": outcome.slots,
+    outcome = driver.execute(root, made, address)
+    driver_log.save_driver_run(root, {"started_at": started_at, "ended_at": time.time(), "slots": outcome.slots,
                                   "marks": {"materials_ready": materials_ready} | outcome.marks})
     print_progress(root)
     for key in outcome.unconfirmed:
@@ -102,14 +102,15 @@ def submit(
 ) -> None:
     """Submit a sweep to a running cluster as a Ray job (the project is its working_dir); prints the job id."""
     spec = load_sweep(file)
-    from pdd import tune as sweeps
+    from pdd.runner import jobs
+    from pdd.runner.storage import prepare
 
     project = Path(pdd.__file__).resolve().parents[1]
     if not (project / "pyproject.toml").is_file():
         raise PddError(f"submit uploads pdd's source tree, but pdd is installed at {project} without one; "
                        f"install it with `pip install -e .` from a checkout")
-    root = sweeps.prepare(spec, _storage(storage))
-    job_id = sweeps.submit(root, _job_server(address), project)
+    root = prepare(spec, _storage(storage))
+    job_id = jobs.submit(root, _job_server(address), project)
     console.print(job_id)
     console.print(f"follow it with `pdd sweep status {job_id}` or `pdd sweep logs {job_id} --follow`; "
                   f"results go to {root}", style="dim")
@@ -121,15 +122,16 @@ def status(
     address: str | None = typer.Option(None, help=JOBS_HELP + " (for a job id)"),
 ) -> None:
     """Progress per cell: search trials done, running and failed, the best val accuracy so far, confirm rows."""
-    from pdd import tune as sweeps
+    from pdd.runner import jobs
+    from pdd.runner.storage import is_uri
 
-    if sweeps.is_uri(target) or os.sep in target or Path(target).is_dir():  # job ids hold no slash
+    if is_uri(target) or os.sep in target or Path(target).is_dir():  # job ids hold no slash
         print_progress(sweep_dir(target))
         return
-    info = sweeps.job_info(target, _job_server(address))
+    info = jobs.job_info(target, _job_server(address))
     console.print(f"job {target}: {info['status']}" + (f" ({info['message']})" if info["message"] else ""))
     sweep = info["sweep"]
-    if sweep and (sweeps.is_uri(sweep) or Path(sweep).is_dir()):
+    if sweep and (is_uri(sweep) or Path(sweep).is_dir()):
         print_progress(sweep)
 
 
@@ -140,9 +142,9 @@ def logs(
     follow: bool = typer.Option(False, help="keep printing until the job ends"),
 ) -> None:
     """Print a submitted sweep's output."""
-    from pdd import tune as sweeps
+    from pdd.runner import jobs
 
-    for chunk in sweeps.job_logs(job_id, _job_server(address), follow):
+    for chunk in jobs.job_logs(job_id, _job_server(address), follow):
         console.out(chunk, end="", highlight=False)
 
 
@@ -175,9 +177,9 @@ def overhead(
     out: Path | None = typer.Option(None, help="also write the figures as JSON here"),
 ) -> None:
     """How busy the trial slots were during the last driver run, and the time each trial waited outside."""
-    from pdd import tune as sweeps
+    from pdd.runner import driver_log
 
-    report = overhead_report(*sweeps.overhead(sweep_dir(directory)))
+    report = overhead_report(*driver_log.overhead(sweep_dir(directory)))
     print_overhead(report)
     if out is not None:
         with atomic_path(out) as tmp:
@@ -222,17 +224,17 @@ def print_overhead(report: dict) -> None:
 
 
 def print_progress(root: str) -> None:
-    from pdd import tune as sweeps
+    from pdd.runner import progress
 
     table = Table(title=f"sweep {root}")
     for column in ("method", "cell"):
         table.add_column(column, no_wrap=True)
     for column in ("search", "running", "failed", "best val", "confirmed"):
         table.add_column(column, justify="right", no_wrap=True)
-    for cell in sweeps.progress(root):
+    for cell in progress.progress(root):
         table.add_row(cell.label, cell.cell, f"{cell.done}/{cell.budget}" if cell.budget else "-", str(cell.running),
                       str(cell.failed), "-" if cell.best_val is None else f"{cell.best_val:.2f}",
                       f"{cell.confirmed}/{cell.to_confirm}")
     console.print(table)
-    if sweeps.teacher_training(root):
+    if progress.teacher_training(root):
         console.print("the teacher trial is training `teacher: auto`; trials that need it start once it is stored")

@@ -26,9 +26,10 @@ import pytest
 
 from pdd.config import TeacherConfig, TrialConfig
 from pdd.results import read_results
+from pdd.runner.searcher import SweepSearcher
+from pdd.runner.trainable import record_failure
 from pdd.sweep import load_sweep
 from pdd.trial import TrialOptions, run_trial
-from pdd.tune import SweepSearcher, record_failure
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -183,7 +184,7 @@ def test_a_trial_that_raises_leaves_a_failed_row_that_its_retry_replaces(cifar_s
 
 def test_overhead_reads_the_driver_record_and_each_trials_final_tune_result(tmp_path, capsys):
     from pdd.cli import main
-    from pdd.tune import save_driver_run
+    from pdd.runner.driver_log import save_driver_run
 
     def results(trial: str, *lines: dict | str) -> None:
         folder = tmp_path / "_tune" / "sweep" / trial
@@ -476,9 +477,10 @@ def test_a_killed_driver_is_resumed_and_every_trial_is_in_the_results_once(clust
 
 @pytest.mark.ray
 def test_trial_states_are_read_from_tunes_saved_experiment_state(cluster, tmp_path):
-    from pdd.tune import _running_configs, _saved_trials, _teacher_trial_failed
+    from pdd.runner.driver import _teacher_trial_failed
+    from pdd.runner.progress import running_configs, saved_trials
 
-    assert _saved_trials(str(tmp_path)) == [] and not _teacher_trial_failed(str(tmp_path))
+    assert saved_trials(str(tmp_path)) == [] and not _teacher_trial_failed(str(tmp_path))
     script = tmp_path / "experiment.py"
     script.write_text(f"""\
 import ray
@@ -495,10 +497,10 @@ tune.Tuner(trainable, param_space={{"stage": tune.grid_search(["teacher", "searc
 """)
     run = subprocess.run([sys.executable, str(script)], env=cluster.env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert sorted((trial["status"], trial["config"]["stage"]) for trial in _saved_trials(str(tmp_path))) == [
+    assert sorted((trial["status"], trial["config"]["stage"]) for trial in saved_trials(str(tmp_path))) == [
         ("ERROR", "teacher"), ("TERMINATED", "search")]
     assert _teacher_trial_failed(str(tmp_path)), "a resumed sweep starts a fresh experiment"
-    assert _running_configs(str(tmp_path)) == []
+    assert running_configs(str(tmp_path)) == []
 
 
 @pytest.mark.ray

@@ -1,0 +1,73 @@
+"""Progress of a sweep directory, per (method entry, cell), from its rows and Tune's saved trial states."""
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from pdd.config import TrialConfig
+from pdd.results import read_results
+from pdd.runner.searcher import METRIC, TEACHER_STAGE
+from pdd.runner.storage import EXPERIMENT, TUNE_DIR, filesystem, load_saved, rows_dir
+from pdd.sweep import study_key
+from pdd.trial import cell_name
+
+
+@dataclass
+class CellProgress:
+    label: str
+    cell: str
+    budget: int  # search trials planned; 0 for an entry with nothing to search
+    done: int
+    running: int
+    failed: int
+    best_val: float | None
+    confirmed: int
+    to_confirm: int
+
+
+def progress(root: str) -> list[CellProgress]:
+    """Per (method entry, cell): search trials done, running and failed, the best val accuracy, confirm rows."""
+    spec = load_saved(root)
+    rows = [row for row in read_results(rows_dir(root)).to_pylist() if row["sweep_id"] == spec.name]
+    running = Counter(study_key(spec.label_of(config["trial"]), cell_name(TrialConfig.model_validate(config["trial"])))
+                      for config in running_configs(root) if config["stage"] != TEACHER_STAGE)
+    entries = [(study.label, study.base, study.budget(spec.search.trials)) for study in spec.studies()]
+    entries += [(label, values, 0) for label, values in spec.unsearched()]
+    table = []
+    for label, values, budget in entries:
+        cell = cell_name(TrialConfig.model_validate(values))
+        mine = [row for row in rows if study_key(spec.label_of(row), row["cell"]) == study_key(label, cell)]
+        vals = [row[METRIC] for row in mine if row["stage"] == "search" and row["status"] == "ok"]
+        table.append(CellProgress(
+            label, cell, budget, done=len(vals), running=running[study_key(label, cell)],
+            failed=sum(row["status"] != "ok" for row in mine), best_val=max(vals, default=None),
+            confirmed=sum(row["stage"] == "confirm" and row["status"] == "ok" for row in mine),
+            to_confirm=len(spec.confirm.subset_seeds)))
+    return table
+
+
+def saved_trials(root: str) -> list[dict[str, Any]]:
+    """Each trial (its status and config, among others) as Tune last saved its experiment state (every few seconds).
+
+    Read from the state file itself: tune.ExperimentAnalysis loads a RUNNING trial as PENDING, as a restore would,
+    and reads every trial's results besides.
+    """
+    fs, base = filesystem(f"{root}/{TUNE_DIR}/{EXPERIMENT}")
+    states = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+                    if info.base_name.startswith("experiment_state-") and info.base_name.endswith(".json"))
+    if not states:
+        return []
+    with fs.open_input_stream(states[-1]) as stream:
+        return [json.loads(trial) for trial, _ in json.loads(stream.read())["trial_data"]]
+
+
+def running_configs(root: str) -> list[dict[str, Any]]:
+    return [trial["config"] for trial in saved_trials(root) if trial["status"] == "RUNNING"]
+
+
+def teacher_training(root: str) -> bool:
+    """Whether the trial that trains the sweep's `teacher: auto` is running."""
+    return any(config["stage"] == TEACHER_STAGE for config in running_configs(root))

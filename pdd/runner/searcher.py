@@ -1,0 +1,119 @@
+"""The sweep as one Tune queue: search trials routed to one Optuna TPE study per (cell, method entry), then
+confirm trials, and the teacher trial first when `teacher: auto` is not cached."""
+
+import pickle
+from collections import Counter
+from functools import partial
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from pdd.config import TeacherConfig, TrialConfig
+from pdd.methods import METHODS
+from pdd.sweep import SweepSpec
+
+METRIC = "val_mean"  # what every study maximises; test accuracy never reaches Tune
+TEACHER_STAGE = "teacher"  # the trial that trains a `teacher: auto` nobody has cached
+
+
+
+def suggest_space(trial: optuna.Trial, space: dict[str, Any]) -> None:
+    """Optuna's define-by-run space: log-uniform weights, categorical init (module level, so it pickles)."""
+    for name, domain in space.items():
+        if isinstance(domain, list):
+            trial.suggest_categorical(name, domain)
+        else:
+            trial.suggest_float(name, domain["low"], domain["high"], log=True)
+
+
+def needs_teacher(values: dict[str, Any]) -> bool:
+    """Whether a trial with these TrialConfig values needs the sweep's teacher."""
+    cfg = TrialConfig.model_validate(values)
+    return METHODS[cfg.method].needs_teacher(cfg)
+
+
+class SweepSearcher(Searcher):
+    """The whole sweep as one Tune queue: search trials routed to one Optuna study each, and confirm trials.
+
+    Search first: the least-tried study with room goes next, so all cells progress together, and a study has at
+    most max_concurrent trials in flight, so TPE suggests from finished results. A slot that no study can use
+    takes a confirm trial: an unsearched entry's (random) at any time, a study's once all its search trials have
+    ended, with the config of its best val_mean (test accuracy never reaches Tune). So no slot waits for the
+    slowest study at a stage barrier, and actors carry over from search to confirm.
+    A `teacher: auto` that is not cached trains as the first trial, in one slot; trials that need it wait in the
+    queue until it is stored, so teacher-free ones (dm, random) fill the other slots. If it fails, they never start.
+    The searcher has no metric of its own: progress results carry none, and each OptunaSearch reads val_mean.
+    """
+
+    def __init__(self, spec: SweepSpec, teacher_to_train: TeacherConfig | None = None):
+        super().__init__()
+        self.to_train = teacher_to_train
+        self.teacher = "ready" if teacher_to_train is None else "to train"  # then training, then ready or failed
+        self.teacher_trial: str | None = None
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per in-memory study created
+        studies = spec.studies()
+        self.spec = spec
+        self.studies = {study.key: study for study in studies}
+        self.optuna = {study.key: OptunaSearch(space=partial(suggest_space, space=study.space), metric=METRIC,
+                                               mode="max", points_to_evaluate=study.points(), seed=spec.search.seed + k)
+                       for k, study in enumerate(studies)}
+        self.budgets = {study.key: study.budget(spec.search.trials) for study in studies}
+        self.needs_teacher = {study.key: needs_teacher(study.base) for study in studies}
+        self.started = dict.fromkeys(self.studies, 0)
+        self.running: dict[str, tuple[str, dict[str, Any]]] = {}  # Tune trial id -> (study key, trial values)
+        self.best: dict[str, tuple[float, dict[str, Any]]] = {}  # study key -> (val_mean, trial values)
+        self.to_confirm = [confirmed for _, values in spec.unsearched() for confirmed in spec.confirm_values(values)]
+        # every search trial, and one confirm trial per subset seed for each study and unsearched entry
+        self.most_trials = sum(self.budgets.values()) + len(spec.confirm.subset_seeds) * (
+            len(studies) + len(spec.unsearched())) + (teacher_to_train is not None)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.teacher == "to train":
+            self.teacher = "training"
+            self.teacher_trial = trial_id
+            return {"stage": TEACHER_STAGE, "teacher": self.to_train.model_dump()}
+        teacher_ready = self.teacher == "ready"
+        in_flight = Counter(key for key, _ in self.running.values())
+        to_search = [key for key in self.studies if self.started[key] < self.budgets[key]
+                     and not (self.teacher == "failed" and self.needs_teacher[key])]
+        ready = [key for key in to_search if in_flight[key] < self.spec.search.max_concurrent
+                 and (teacher_ready or not self.needs_teacher[key])]
+        if ready:
+            key = min(ready, key=self.started.__getitem__)
+            values = self.studies[key].base | self.optuna[key].suggest(trial_id)
+            self.started[key] += 1
+            self.running[trial_id] = (key, values)
+            return {"stage": "search", "trial": values}
+        if self.teacher == "failed":  # the driver says why once Tune's run is over
+            self.to_confirm = [values for values in self.to_confirm if not needs_teacher(values)]
+        for k, values in enumerate(self.to_confirm):
+            if teacher_ready or not needs_teacher(values):
+                return {"stage": "confirm", "trial": self.to_confirm.pop(k)}
+        if self.running or to_search or self.to_confirm:
+            return None  # Tune asks again on its next step
+        return Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id == self.teacher_trial:
+            self.teacher = "failed" if error else "ready"
+            return
+        entry = self.running.pop(trial_id, None)
+        if entry is None:  # a confirm trial, or an errored one resumed after its study already heard of its end
+            return
+        key, values = entry
+        self.optuna[key].on_trial_complete(trial_id, result, error)
+        if not error and result and METRIC in result and (key not in self.best or result[METRIC] > self.best[key][0]):
+            self.best[key] = (result[METRIC], values)
+        searched = self.started[key] == self.budgets[key] and all(other != key for other, _ in self.running.values())
+        if searched and key in self.best:
+            self.to_confirm += self.spec.confirm_values(self.best[key][1])
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump(self.__dict__, file)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as file:
+            self.__dict__.update(pickle.load(file))
