@@ -1,9 +1,11 @@
-"""Judge a synthetic set: train fresh ConvNets on it with SAM, then score them on validation and test.
+"""Judge a synthetic set: train fresh ConvNets on it under a named protocol, then score them on val and test.
 
-Protocol (paper, supplement A): SAM over SGD, lr 0.1, rho 0.001, momentum 0.9, weight decay 5e-4, 5000
-epochs, DSA with independent per-image parameters on every batch. As in the DM reference's
-evaluate_synset, the learning rate drops tenfold at half the epochs and batches hold 256 images.
-Model k is initialised, shuffled and augmented from its own generator seeded eval.seed + k.
+paper (supplement A): SAM over SGD, lr 0.1, rho 0.001, momentum 0.9, weight decay 5e-4, 5000 epochs; the
+learning rate drops tenfold at half the epochs, as in the DM reference.
+dc (the DC/DM reference's `evaluate_synset`): plain SGD, lr 0.01, momentum 0.9, weight decay 5e-4, epochs + 1
+passes, then after pass epochs // 2 + 1 a new SGD at lr 0.001, as that loop does.
+Both: batches of 256, DSA with independent per-image parameters on every batch. Model k is initialised,
+shuffled and augmented from its own generator seeded eval.seed + k.
 """
 
 from __future__ import annotations
@@ -85,26 +87,41 @@ def _std(values: list[float]) -> float:
 def train_on_synthetic(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cfg: ModelConfig,
                        num_classes: int, seed: int, reporter: Reporter = NullReporter(),
                        phase: str = "evaluate") -> nn.Module:
+    """Train one fresh model on the set under cfg.protocol (module docstring)."""
     generator = torch.Generator().manual_seed(seed)
     channels, size = images.shape[1], images.shape[-1]
     model = build_model(model_cfg, channels, num_classes, size, generator=generator).to(images.device)
-    base = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay)
-    sam = SAM(list(model.parameters()), base, cfg.rho)
+    optimizer = _sgd(model, cfg, cfg.lr)
+    sam = SAM(list(model.parameters()), optimizer, cfg.rho) if cfg.protocol == "paper" else None
+    # dc follows evaluate_synset's loop exactly: epochs + 1 passes, and once pass epochs // 2 + 1 is over a fresh
+    # SGD (its momentum dropped) at a tenth of the rate.
+    epochs, drop_at = (cfg.epochs, cfg.epochs // 2) if sam else (cfg.epochs + 1, cfg.epochs // 2 + 2)
     model.train()
-    reporter.start(phase, cfg.epochs)
-    for epoch in range(cfg.epochs):
-        if epoch == cfg.epochs // 2:
-            for group in base.param_groups:
-                group["lr"] = cfg.lr * 0.1
+    reporter.start(phase, epochs)
+    for epoch in range(epochs):
+        if epoch == drop_at:
+            if sam:
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * 0.1
+            else:
+                optimizer = _sgd(model, cfg, cfg.lr * 0.1)
         order = torch.randperm(len(images), generator=generator).to(images.device)
         for batch in order.split(cfg.batch):
             x, y = images[batch], labels[batch]
             if cfg.dsa:
                 x = augment.augment(x, generator, siamese=False)
-            sam.step(lambda x=x, y=y: F.cross_entropy(model(x), y))
+            if sam:
+                sam.step(lambda x=x, y=y: F.cross_entropy(model(x), y))
+            else:
+                F.cross_entropy(model(x), y).backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
         reporter.update(phase, epoch + 1, {})
     return model.eval()
+
+
+def _sgd(model: nn.Module, cfg: EvalConfig, lr: float) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 @torch.inference_mode()

@@ -1,0 +1,62 @@
+"""The evaluation protocols: their defaults, and the dc protocol's schedule as evaluate_synset runs it."""
+
+import pytest
+import torch
+
+from pdd import evaluate
+from pdd.config import EvalConfig, TrialConfig
+from pdd.models import ModelConfig
+
+
+@pytest.mark.parametrize(("protocol", "budget", "expected"), [
+    ("paper", "paper", {"lr": 0.1, "rho": 0.001, "epochs": 5000}),
+    ("paper", "cpu", {"lr": 0.1, "rho": 0.001, "epochs": 1000}),
+    ("dc", "paper", {"lr": 0.01, "rho": 0.0, "epochs": 1000}),
+    ("dc", "smoke", {"lr": 0.01, "rho": 0.0, "epochs": 8}),
+])
+def test_a_protocol_fills_what_the_user_left_unset(protocol, budget, expected):
+    cfg = TrialConfig(budget=budget, eval={"protocol": protocol}).eval
+    assert {name: getattr(cfg, name) for name in expected} == expected
+    assert EvalConfig(protocol=protocol, budget=budget, epochs=3, lr=0.5).lr == 0.5
+
+
+def test_the_protocol_is_part_of_the_trial_hash_and_dc_refuses_sam():
+    assert TrialConfig(eval={"protocol": "dc"}).hash() != TrialConfig().hash()
+    with pytest.raises(ValueError, match="plain SGD"):
+        EvalConfig(protocol="dc", rho=0.01)
+    with pytest.raises(ValueError) as error:
+        EvalConfig(protocol="sam")
+    assert [item["loc"] for item in error.value.errors()] == [("protocol",)]
+
+
+class Passes:
+    """A reporter that counts training passes."""
+
+    def __init__(self):
+        self.done = 0
+
+    def start(self, phase, total):
+        self.total = total
+
+    def update(self, phase, done, metrics):
+        self.done = done
+
+
+@pytest.mark.parametrize(("protocol", "passes", "fresh_at"), [("dc", 7, [0, 5]), ("paper", 6, [0])])
+def test_dc_runs_epochs_plus_one_passes_with_a_fresh_sgd_at_a_tenth_after_pass_half_plus_one(
+        monkeypatch, protocol, passes, fresh_at):
+    reporter, made = Passes(), []
+    real_sgd = evaluate._sgd
+
+    def spy(model, cfg, lr):
+        made.append((reporter.done, lr))
+        return real_sgd(model, cfg, lr)
+
+    monkeypatch.setattr(evaluate, "_sgd", spy)
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 0, 1])
+    cfg = EvalConfig(protocol=protocol, budget="smoke", epochs=6, dsa=False)
+    evaluate.train_on_synthetic(images, labels, cfg, ModelConfig(width=8), 2, seed=0, reporter=reporter)
+    assert reporter.total == passes and reporter.done == passes
+    # evaluate_synset: range(Epoch + 1) passes; after pass Epoch // 2 + 1 (the 5th of 7) a new SGD at lr / 10
+    assert [at for at, _ in made] == fresh_at
+    assert [lr for _, lr in made] == pytest.approx([cfg.lr, cfg.lr * 0.1][:len(fresh_at)])
