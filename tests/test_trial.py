@@ -8,7 +8,7 @@ import torch
 
 import pdd.trial as trial_module
 from pdd.config import TrialConfig
-from pdd.methods import METHODS
+from pdd.method_spec import SPECS, needs_teacher
 from pdd.results import ARTIFACTS, SCHEMA, SCHEMA_VERSION, read_results
 from pdd.trial import TrialOptions, run_trial
 
@@ -19,7 +19,7 @@ def smoke_config(cifar_slice: Path, **overrides) -> TrialConfig:
     return TrialConfig.model_validate(values)
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(SPECS))
 def test_every_method_runs_a_smoke_trial_and_writes_a_row_of_the_schema(method, cifar_slice, smoke_teacher, tmp_path):
     cfg = smoke_config(cifar_slice, method=method, init="real")
     row = run_trial(cfg, TrialOptions(results=tmp_path, teacher=smoke_teacher, device="cpu"))
@@ -36,7 +36,7 @@ def test_every_method_runs_a_smoke_trial_and_writes_a_row_of_the_schema(method, 
     assert len(stored["pipc_indices"]) == 10 * 10
     assert stored["config_hash"] == cfg.hash() and TrialConfig.model_validate_json(stored["config"]) == cfg
     assert stored["dataset_hash"] and stored["git_commit"] and stored["pdd_version"]
-    assert (stored["teacher_hash"] is not None) == METHODS[method].needs_teacher(cfg)
+    assert (stored["teacher_hash"] is not None) == needs_teacher(cfg)
     if stored["teacher_hash"] is not None:
         assert 0.0 <= stored["teacher_agreement"] <= 1.0
     assert stored["seconds_distill"] >= 0 and stored["seconds_evaluate"] > 0
