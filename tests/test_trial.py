@@ -9,7 +9,7 @@ import torch
 import pdd.trial as trial_module
 from pdd.config import TrialConfig
 from pdd.method_spec import SPECS, needs_teacher
-from pdd.results import ARTIFACTS, SCHEMA, SCHEMA_VERSION, read_results
+from pdd.results import ARTIFACTS, SCHEMA, SCHEMA_VERSION, Stage, Status, read_results, read_row, trial_row, write_row
 from pdd.trial import TrialOptions, run_trial
 
 
@@ -85,6 +85,16 @@ def test_a_nan_loss_fails_the_trial_with_a_reason_in_its_row(cifar_slice, tmp_pa
     assert row["status"] == stored["status"] == "failed"
     assert "not finite" in stored["reason"] and "iteration" in stored["reason"]
     assert stored["test_acc"] is None
+
+
+def test_a_built_row_reads_back_as_built_with_plain_strings_for_stage_and_status(tmp_path):
+    cfg = TrialConfig(method="dm", pipc=None, data={"source": "fixture"})
+    row = trial_row(cfg, "s_search_dm", "s", Stage.SEARCH, Status.FAILED, reason="diverged")
+    write_row(tmp_path, row)
+    stored = read_row(tmp_path, "s_search_dm")
+    assert {key: stored[key] for key in row} == row, "the finished_at a row is built with is the one Parquet stores"
+    assert type(stored["stage"]) is str and type(stored["status"]) is str
+    assert stored["cell"] == "ipc=1,pipc=all" and stored["config_hash"] == cfg.hash()
 
 
 def test_a_teacher_of_another_architecture_than_the_evaluation_nets(cifar_slice, tmp_path):
