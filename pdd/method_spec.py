@@ -35,7 +35,6 @@ BOTH = Terms(dkkt=True, dm=True)
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    summary: str
     label: str  # its column in the report's tables
     runs: tuple[Terms, ...]  # the distillation loops it runs, for cost estimates (pdd sweep estimate)
     unused: dict[str, str] = field(default_factory=dict)  # searchable field -> why the method leaves it out
@@ -58,24 +57,24 @@ class MethodSpec:
     def _by_init(self, name: str) -> tuple[str, ...]:
         return tuple(f"{name} ({init})" for init in get_args(Init)) if self.split_by_init else (name,)
 
-    def needs_teacher(self, cfg: TrialConfig) -> bool:
-        """Whether a trial of this method loads the teacher: its DKKT terms do, unless a DSV set file stands in."""
-        return any(terms.dkkt for terms in self.runs) and not (self.reads_dsv_set and cfg.dsv_set is not None)
 
 # The order is the main table's: the paper's columns first, then the baselines it does not have.
 SPECS: dict[str, MethodSpec] = {spec.name: spec for spec in (
-    # Our dm follows the DM reference, so it faces the DM column rather than DM* (the authors' reimplementation).
-    MethodSpec("dm", "DM alone (eq. 2), no teacher", "DM", (DM_ONLY,), paper_column="DM",
+    # DM alone (eq. 2), no teacher. It follows the DM reference, so it faces the DM column rather than DM* (the
+    # authors' reimplementation).
+    MethodSpec("dm", "DM", (DM_ONLY,), paper_column="DM",
                unused={"alpha": "it has no stationarity term", "gamma": "DM is its only term"}),
-    MethodSpec("dsv", "DKKT alone (eq. 4): Deep Support Vectors from the teacher, no real data unless init is real",
-               "DSV", (DKKT_ONLY,), split_by_init=True, paper_column="DSV",
+    # DKKT alone (eq. 4): Deep Support Vectors from the teacher, no real data unless init is real.
+    MethodSpec("dsv", "DSV", (DKKT_ONLY,), split_by_init=True, paper_column="DSV",
                unused={"gamma": "it uses no DM term"}),
-    MethodSpec("pdd", "DKKT + gamma DM (eq. 5), the paper's method", "PDD", (BOTH,), paper_column="Ours"),
-    MethodSpec("random", "the first ipc images per class of T': the baseline every distillation must beat",
-               "random", (), unused={"alpha": "it distils nothing", "gamma": "it distils nothing",
-                                     "init": "it takes T' images as they are"}),
-    MethodSpec("blend", "the paper's Fig. 3: the image-by-image average of a DSV set (distilled from noise, or "
-               "read from dsv_set) and a DM set", "blend", (DKKT_ONLY, DM_ONLY), reads_dsv_set=True),
+    # DKKT + gamma DM (eq. 5), the paper's method.
+    MethodSpec("pdd", "PDD", (BOTH,), paper_column="Ours"),
+    # The first ipc images per class of T': the baseline every distillation must beat.
+    MethodSpec("random", "random", (), unused={"alpha": "it distils nothing", "gamma": "it distils nothing",
+                                               "init": "it takes T' images as they are"}),
+    # The paper's Fig. 3: the image-by-image average of a DSV set (distilled from noise, or read from dsv_set when
+    # only pre-extracted DSVs exist) and a DM set.
+    MethodSpec("blend", "blend", (DKKT_ONLY, DM_ONLY), reads_dsv_set=True),
 )}
 
 
@@ -87,8 +86,9 @@ def check_method(method: str) -> str:
 
 
 def needs_teacher(cfg: TrialConfig) -> bool:
-    """Whether a trial loads the teacher: the one rule, read by trials, sweeps and the CLI."""
-    return SPECS[cfg.method].needs_teacher(cfg)
+    """Whether a trial loads the teacher: its method's DKKT terms need it, unless a DSV set file stands in."""
+    spec = SPECS[cfg.method]
+    return any(terms.dkkt for terms in spec.runs) and not (spec.reads_dsv_set and cfg.dsv_set is not None)
 
 
 def method_label(method: str, init: str | None) -> str:

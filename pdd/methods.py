@@ -1,7 +1,4 @@
-"""How each method makes its synthetic set S from a Problem: the make functions of the specs in pdd.method_spec.
-
-blend reads its DSV set from a file (cfg.dsv_set) when only pre-extracted DSVs exist, else distils one.
-"""
+"""How each method makes its synthetic set S from a Problem: the make functions of the specs in pdd.method_spec."""
 
 from __future__ import annotations
 
