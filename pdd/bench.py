@@ -24,16 +24,18 @@ import torch
 import torch.nn.functional as F
 
 from pdd.config import EvalConfig, TrialConfig
-from pdd.distill import Problem, Terms, distill
+from pdd.distill import Problem, distill
 from pdd.errors import PddError
 from pdd.evaluate import SAM, accuracy
 from pdd.hooks import SectionTimer
-from pdd.methods import METHODS, synthetic_labels
+from pdd.method_spec import SPECS, Terms
+from pdd.methods import synthetic_labels
 from pdd.models import ModelConfig, build_model
+from pdd.results import Stage
 from pdd.sweep import SweepSpec
 
 SETTINGS: list[tuple[int, int | None]] = [(1, 10), (1, 50), (10, 50), (10, None)]
-TERMS = {"dm": METHODS["dm"].runs[0], "pdd": METHODS["pdd"].runs[0]}
+TERMS = {"dm": SPECS["dm"].runs[0], "pdd": SPECS["pdd"].runs[0]}
 SHARES = {"augment": "augmentation", "embed_real": "real embedding", "synthetic": "synthetic fwd/bwd",
           "dkkt": "DKKT terms", "step": "optimiser step"}
 NUM_CLASSES, CHANNELS, SIZE = 10, 3, 32
@@ -97,15 +99,15 @@ def evaluation_flops(cfg: TrialConfig, test_images: int = 10_000) -> float:
 
 def trial_flops(cfg: TrialConfig) -> tuple[float, float]:
     """(distillation, evaluation) FLOPs of a whole trial."""
-    distill_flops = sum(cfg.iterations * iteration_flops(cfg, terms) for terms in METHODS[cfg.method].runs)
+    distill_flops = sum(cfg.iterations * iteration_flops(cfg, terms) for terms in SPECS[cfg.method].runs)
     return distill_flops, cfg.eval.seeds * evaluation_flops(cfg)
 
 
 def sweep_flops(spec: SweepSpec) -> list[dict[str, Any]]:
     """FLOPs a sweep needs, per method entry and stage: every search trial, then the confirm trials."""
-    totals: dict[tuple[str, str], list[float]] = {}
+    totals: dict[tuple[str, Stage], list[float]] = {}
 
-    def add(label: str, stage: str, values: dict[str, Any], count: int = 1) -> None:
+    def add(label: str, stage: Stage, values: dict[str, Any], count: int = 1) -> None:
         distill_flops, eval_flops = trial_flops(TrialConfig.model_validate(values))
         entry = totals.setdefault((label, stage), [0, 0.0, 0.0])
         entry[0] += count
@@ -113,12 +115,12 @@ def sweep_flops(spec: SweepSpec) -> list[dict[str, Any]]:
         entry[2] += count * eval_flops
 
     for study in spec.studies():  # the searched weights and init do not change the cost; the paper's point stands in
-        add(study.label, "search", study.base | study.first, study.budget(spec.search.trials))
+        add(study.label, Stage.SEARCH, study.base | study.first, study.budget(spec.search.trials))
         for values in spec.confirm_values(study.base | study.first):
-            add(study.label, "confirm", values)
+            add(study.label, Stage.CONFIRM, values)
     for label, values in spec.unsearched():
         for confirmed in spec.confirm_values(values):
-            add(label, "confirm", confirmed)
+            add(label, Stage.CONFIRM, confirmed)
     return [{"method": label, "stage": stage, "trials": int(n), "distill_flops": d, "eval_flops": e}
             for (label, stage), (n, d, e) in totals.items()]
 

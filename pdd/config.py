@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pdd.method_spec import SPECS, Init, check_method
 from pdd.models import ModelConfig
 
 Budget = Literal["smoke", "cpu", "paper"]
@@ -52,15 +53,6 @@ TEACHER_BUDGETS: dict[str, dict[str, Any]] = {
 def default_data_source() -> str:
     """PDD_DATA names a local copy (an ImageFolder tree or an archive of one); otherwise torchvision's CIFAR-10."""
     return os.environ.get("PDD_DATA", "cifar10")
-
-
-def check_method(method: str) -> str:
-    """A registered method name, or an error listing them: the registry is the single list of methods."""
-    from pdd.methods import METHODS  # imported late: methods depends on this module's types
-
-    if method not in METHODS:
-        raise ValueError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
-    return method
 
 
 class Strict(BaseModel):
@@ -124,7 +116,7 @@ class TrialConfig(Strict):
     pipc: int | None = Field(50, ge=1, description="practically accessible real images per class; None = all")
     alpha: float = Field(None, ge=0, description="weight of L_stat; paper: 0.1/0.01/0.001 for pipc 10/50/all")
     gamma: float = Field(None, ge=0, description="weight of L_DM; paper: 0.01 at ipc 50, else 0.001")
-    init: Literal["noise", "real"] = Field(None, description="paper: noise at ipc 1, else real")
+    init: Init = Field(None, description="paper: noise at ipc 1, else real")
     budget: Budget = "cpu"
 
     # distillation
@@ -189,8 +181,9 @@ class TrialConfig(Strict):
     def _check(self) -> TrialConfig:
         if self.init == "real" and self.pipc is not None and self.ipc > self.pipc:
             raise ValueError(f"init 'real' needs ipc <= pipc, got ipc={self.ipc} > pipc={self.pipc}")
-        if self.dsv_set is not None and self.method != "blend":
-            raise ValueError("dsv_set is only used by method 'blend'")
+        if self.dsv_set is not None and not SPECS[self.method].reads_dsv_set:
+            readers = " or ".join(f"'{spec.name}'" for spec in SPECS.values() if spec.reads_dsv_set)
+            raise ValueError(f"dsv_set is only used by method {readers}")
         return self
 
     def hash(self) -> str:

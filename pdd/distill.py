@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from pdd import augment, losses
 from pdd.errors import DivergedError
 from pdd.hooks import CheckpointStore, MemoryStore, NullReporter, NullTimer, Reporter, SectionTimer
+from pdd.method_spec import Terms
 from pdd.models import autocast, build_model, chunk_size, reset_parameters
 
 if TYPE_CHECKING:
@@ -69,12 +70,6 @@ class Problem:
         if self.teacher_weight_decay <= 0:
             return 1.0
         return 1.0 / (self.teacher_weight_decay * num_images)
-
-
-@dataclass(frozen=True)
-class Terms:
-    dkkt: bool
-    dm: bool
 
 
 @dataclass

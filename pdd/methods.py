@@ -1,50 +1,25 @@
-"""The method registry: each name maps to how a synthetic set S is made from a Problem.
-
-dm     : DM alone (eq. 2), no teacher.
-dsv    : DKKT alone (eq. 4): Deep Support Vectors from the teacher, no real data (unless init is 'real').
-pdd    : DKKT + gamma DM (eq. 5), the paper's method.
-random : the first ipc images per class of T'; the baseline every distillation must beat.
-blend  : the paper's Fig. 3, the image-by-image average of a DSV set and a DM set. The DSV set is
-         distilled from the teacher, or read from a file (cfg.dsv_set) when only pre-extracted DSVs exist.
-"""
+"""How each method makes its synthetic set S from a Problem: the make functions of the specs in pdd.method_spec."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from pdd.distill import Distilled, Problem, Terms, distill
+from pdd.distill import Distilled, Problem, distill
 from pdd.errors import PddError
+from pdd.method_spec import BOTH, DKKT_ONLY, DM_ONLY, Terms
 from pdd.synthetic import load_synthetic
 
-if TYPE_CHECKING:
-    from pdd.config import TrialConfig
+Make = Callable[[Problem], Distilled]
+
+MAKE: dict[str, Make] = {}  # method name -> its make function; the names are those of SPECS
 
 
-DM_ONLY = Terms(dkkt=False, dm=True)
-DKKT_ONLY = Terms(dkkt=True, dm=False)
-BOTH = Terms(dkkt=True, dm=True)
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    make: Callable[[Problem], Distilled]
-    needs_teacher: Callable[[TrialConfig], bool]
-    runs: tuple[Terms, ...]  # the distillation loops it runs, for cost estimates (pdd sweep estimate)
-
-
-METHODS: dict[str, Method] = {}
-
-
-def register(name: str, needs_teacher: bool | Callable[[TrialConfig], bool], runs: tuple[Terms, ...]):
-    def add(make: Callable[[Problem], Distilled]) -> Callable[[Problem], Distilled]:
-        rule = needs_teacher if callable(needs_teacher) else (lambda cfg, fixed=needs_teacher: fixed)
-        METHODS[name] = Method(name, make, rule, runs)
+def register(name: str) -> Callable[[Make], Make]:
+    def add(make: Make) -> Make:
+        MAKE[name] = make
         return make
     return add
 
@@ -73,28 +48,28 @@ def _distill_with(problem: Problem, terms: Terms, name: str, init: str | None = 
     return distill(problem, terms, initial_images(problem, init or problem.cfg.init), labels, name)
 
 
-@register("dm", needs_teacher=False, runs=(DM_ONLY,))
+@register("dm")
 def make_dm(problem: Problem) -> Distilled:
     return _distill_with(problem, DM_ONLY, "dm")
 
 
-@register("dsv", needs_teacher=True, runs=(DKKT_ONLY,))
+@register("dsv")
 def make_dsv(problem: Problem) -> Distilled:
     return _distill_with(problem, DKKT_ONLY, "dsv")
 
 
-@register("pdd", needs_teacher=True, runs=(BOTH,))
+@register("pdd")
 def make_pdd(problem: Problem) -> Distilled:
     return _distill_with(problem, BOTH, "pdd")
 
 
-@register("random", needs_teacher=False, runs=())
+@register("random")
 def make_random(problem: Problem) -> Distilled:
     labels = synthetic_labels(problem.num_classes, problem.cfg.ipc, problem.device)
     return Distilled(first_per_class(problem, problem.cfg.ipc), labels, None, {}, [])
 
 
-@register("blend", needs_teacher=lambda cfg: cfg.dsv_set is None, runs=(DKKT_ONLY, DM_ONLY))
+@register("blend")
 def make_blend(problem: Problem) -> Distilled:
     cfg = problem.cfg
     if cfg.dsv_set is not None:

@@ -7,6 +7,8 @@ from noise or from real images; reported for pipc 50 only) and Ours (DKKT + gamm
 
 from __future__ import annotations
 
+from pdd.method_spec import SPECS
+
 PAPER = "Lee, Lee & Kwak, Practical Dataset Distillation Based on Deep Support Vectors, Table 1"
 
 # What the paper's Table 1 cost, as far as the paper says (supplement A): a report sets its own budget beside it.
@@ -36,9 +38,9 @@ TABLE_1: dict[tuple[int, int | None], dict[str, Stat]] = {
     (50, None): {"DM": (60.59, 0.41), "DM*": (56.34, 0.56), "Ours": (57.62, 0.33)},
 }
 
-# Which printed column a pdd method label is compared with. Our dm follows the DM reference, so it faces the DM
-# column rather than DM* (the authors' reimplementation, kept above as printed).
-COLUMN_OF_LABEL = {"DM": "DM", "DSV (noise)": "DSV (noise)", "DSV (real)": "DSV (real)", "PDD": "Ours"}
+# Which printed column a pdd method label is compared with (DM*, kept above as printed, faces none).
+COLUMN_OF_LABEL = {label: column for spec in SPECS.values() if spec.paper_column
+                   for label, column in zip(spec.labels, spec.paper_columns, strict=True)}
 
 # The ratio column is pipc over the training images per class of the full CIFAR-10 training set (10 -> 0.2 %).
 TRAIN_IMAGES_PER_CLASS = {"CIFAR-10": 5000}

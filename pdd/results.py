@@ -8,19 +8,39 @@ half-written file. pandas, duckdb and polars read the directory as one table.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pdd import __version__
 from pdd.errors import ResultsError
 from pdd.io import atomic_path
+
+if TYPE_CHECKING:
+    from pdd.config import TrialConfig
 
 SCHEMA_VERSION = 1
 # Per-trial files (synthetic sets, grids, checkpoints) live beside the rows; the leading underscore makes
 # pyarrow, pandas, duckdb and polars skip them when they read the directory as one Parquet dataset.
 ARTIFACTS = "_artifacts"
+
+
+class Stage(StrEnum):
+    """Why a trial ran; a StrEnum, so rows store and compare as the plain strings."""
+
+    TRIAL = "trial"  # a local `pdd trial`
+    SEARCH = "search"  # a sweep's hyperparameter search, scored on validation accuracy
+    CONFIRM = "confirm"  # a sweep's chosen config, rerun over several subset seeds
+    TEACHER = "teacher"  # the sweep trial that trains `teacher: auto`; it writes no row
+
+
+class Status(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
 
 
 def _list(item: pa.DataType) -> pa.DataType:
@@ -33,8 +53,8 @@ SCHEMA = pa.schema([
     ("trial_id", pa.string()),
     ("sweep_id", pa.string()),
     ("cell", pa.string()),              # "ipc=1,pipc=50"
-    ("stage", pa.string()),             # "trial" (local or search) | "confirm"
-    ("status", pa.string()),            # "ok" | "failed"
+    ("stage", pa.string()),             # Stage: "trial" | "search" | "confirm"
+    ("status", pa.string()),            # Status: "ok" | "failed"
     ("reason", pa.string()),            # why a trial failed; null when ok
     ("method", pa.string()),
     ("ipc", pa.int32()),
@@ -69,6 +89,25 @@ SCHEMA = pa.schema([
     ("device", pa.string()),
     ("finished_at", pa.timestamp("ms", tz="UTC")),
 ], metadata={"pdd_schema_version": str(SCHEMA_VERSION)})
+
+
+# The TrialConfig fields a row repeats as columns, so tables filter and group by them without parsing `config`.
+CONFIG_COLUMNS = ("method", "ipc", "pipc", "alpha", "gamma", "init", "budget", "seed", "subset_seed")
+
+
+def cell_name(cfg: TrialConfig) -> str:
+    return f"ipc={cfg.ipc},pipc={'all' if cfg.pipc is None else cfg.pipc}"
+
+
+def trial_row(cfg: TrialConfig, trial_id: str, sweep_id: str, stage: Stage, status: Status,
+              **fields: Any) -> dict[str, Any]:
+    """A trial's row: who it is (ids, its config's columns, pdd's version), `fields` (scores, timings,
+    provenance) and when it finished, to the millisecond the schema stores."""
+    now = datetime.now(UTC)
+    return {"trial_id": trial_id, "sweep_id": sweep_id, "cell": cell_name(cfg), "stage": stage, "status": status,
+            **{name: getattr(cfg, name) for name in CONFIG_COLUMNS}, "config": cfg.model_dump_json(),
+            "config_hash": cfg.hash(), "pdd_version": __version__,
+            "finished_at": now.replace(microsecond=now.microsecond // 1000 * 1000)} | fields
 
 
 def write_row(directory: str | Path, row: dict[str, Any]) -> Path:

@@ -15,23 +15,17 @@ import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from pdd.config import Budget, DataConfig, Strict, TrialConfig, check_method, format_validation_error
+from pdd.config import Budget, DataConfig, Strict, TrialConfig, format_validation_error
 from pdd.errors import SweepError
-from pdd.trial import cell_name
+from pdd.method_spec import SPECS, Init, check_method
+from pdd.results import cell_name
 
 SEARCHABLE = ("alpha", "gamma", "init")
-
-# The weights each method's loss leaves out, and why: a search space or fixed value naming one is an error.
-UNUSED: dict[str, dict[str, str]] = {
-    "dm": {"alpha": "it has no stationarity term", "gamma": "DM is its only term"},
-    "dsv": {"gamma": "it uses no DM term"},
-    "random": {"alpha": "it distils nothing", "gamma": "it distils nothing", "init": "it takes T' images as they are"},
-}
 
 # TrialConfig fields a sweep sets itself, and where; a `trial:` section may set every other field.
 SET_ELSEWHERE = {"method": "methods", "ipc": "grid", "pipc": "grid", "alpha": "methods", "gamma": "methods",
@@ -51,7 +45,6 @@ def _all_is_none(value: Any) -> Any:
 
 
 Pipc = Annotated[Annotated[int, Field(ge=1)] | None, BeforeValidator(_all_is_none)]
-Init = Literal["noise", "real"]
 
 
 class LogRange(Strict):
@@ -98,8 +91,8 @@ class MethodEntry(Strict):
 
     @model_validator(mode="after")
     def _used(self) -> MethodEntry:
-        for name in SEARCHABLE:
-            reason = UNUSED.get(self.method, {}).get(name)
+        for name in SEARCHABLE:  # a search space or fixed value of a weight the method's loss leaves out
+            reason = SPECS[self.method].unused.get(name)
             if getattr(self, name) is not None and reason:
                 raise Misplaced((name,), f"{self.method} has no {name} ({reason})")
         return self

@@ -14,23 +14,22 @@ import json
 import subprocess
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pdd import __version__
 from pdd.config import DataConfig, EvalConfig, TrialConfig
 from pdd.data import ImageDataset, load_dataset, normalize, practical_subset, split_train_val
 from pdd.distill import Problem
 from pdd.errors import DivergedError, PddError, TeacherError
 from pdd.evaluate import Scored, score
 from pdd.hooks import CheckpointStore, DirStore, NullReporter, Reporter
-from pdd.methods import METHODS
+from pdd.method_spec import needs_teacher
+from pdd.methods import MAKE
 from pdd.models import ModelConfig
-from pdd.results import ARTIFACTS, final_losses_json, read_row, write_row
+from pdd.results import ARTIFACTS, Stage, Status, final_losses_json, read_row, trial_row, write_row
 from pdd.synthetic import save_grid, save_synthetic
 from pdd.teacher import load_teacher
 
@@ -43,7 +42,7 @@ class TrialOptions:
     teacher: Path | None = None
     device: str = "auto"
     sweep_id: str = "local"
-    stage: str = "trial"
+    stage: Stage = Stage.TRIAL
     checkpoint_every: int = 100
     force: bool = False  # run again even if the results already hold this trial's row
     reporter: Reporter = field(default_factory=NullReporter)
@@ -82,11 +81,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def cell_name(cfg: TrialConfig) -> str:
-    return f"ipc={cfg.ipc},pipc={'all' if cfg.pipc is None else cfg.pipc}"
-
-
-def trial_id(cfg: TrialConfig, sweep_id: str, stage: str, dataset_hash: str, teacher_hash: str | None) -> str:
+def trial_id(cfg: TrialConfig, sweep_id: str, stage: Stage, dataset_hash: str, teacher_hash: str | None) -> str:
     """Same config, data and teacher give the same id, so a rerun replaces (or resumes) its own row."""
     inputs = f"{cfg.hash()}|{dataset_hash}|{teacher_hash}"
     digest = hashlib.sha256(inputs.encode()).hexdigest()[:12]
@@ -106,9 +101,8 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
     subset = practical_subset(dataset.train_labels, split.train_idx, cfg.pipc, cfg.subset_seed,
                               classes=dataset.classes)
 
-    method = METHODS[cfg.method]
     teacher, teacher_meta, teacher_hash = None, {}, None
-    if method.needs_teacher(cfg):
+    if needs_teacher(cfg):
         if options.teacher is None:
             raise TeacherError(f"method '{cfg.method}' needs a teacher: pass --teacher PATH "
                                f"(train one with `pdd teacher train`)")
@@ -116,7 +110,7 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
 
     tid = trial_id(cfg, options.sweep_id, options.stage, dataset.content_hash, teacher_hash)
     done = read_row(options.results, tid)
-    if done is not None and done["status"] == "ok" and not options.force:
+    if done is not None and done["status"] == Status.OK and not options.force:
         return done
     artifacts = Path(options.results) / ARTIFACTS / tid
     problem = Problem(
@@ -130,27 +124,25 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
         store=options.store or DirStore(artifacts / "checkpoints"),
         checkpoint_every=options.checkpoint_every,
     )
-    row: dict[str, Any] = {
-        "trial_id": tid, "sweep_id": options.sweep_id, "cell": cell_name(cfg), "stage": options.stage,
-        "method": cfg.method, "ipc": cfg.ipc, "pipc": cfg.pipc, "alpha": cfg.alpha, "gamma": cfg.gamma,
-        "init": cfg.init, "budget": cfg.budget, "seed": cfg.seed, "subset_seed": cfg.subset_seed,
-        "config": cfg.model_dump_json(), "config_hash": cfg.hash(), "pdd_version": __version__,
-        "git_commit": git_commit(), "dataset_name": dataset.name, "dataset_hash": dataset.content_hash,
-        "teacher_hash": teacher_hash, "pipc_indices": subset.tolist(), "device": str(device),
-    }
+    provenance = {"git_commit": git_commit(), "dataset_name": dataset.name, "dataset_hash": dataset.content_hash,
+                  "teacher_hash": teacher_hash, "pipc_indices": subset.tolist(), "device": str(device)}
+
+    def finish(status: Status, **fields: Any) -> dict[str, Any]:
+        row = trial_row(cfg, tid, options.sweep_id, options.stage, status, **provenance, **fields)
+        write_row(options.results, row)
+        return row
+
     seconds_load = time.perf_counter() - began
 
     began = time.perf_counter()
     try:
-        distilled = method.make(problem)
+        distilled = MAKE[cfg.method](problem)
     except DivergedError as error:
-        row |= {"status": "failed", "reason": str(error), "seconds_load": seconds_load,
-                "seconds_distill": time.perf_counter() - began}
-        return _finish(options.results, row)
+        return finish(Status.FAILED, reason=str(error), seconds_load=seconds_load,
+                      seconds_distill=time.perf_counter() - began)
     seconds_distill = time.perf_counter() - began
 
-    if teacher is not None:
-        row["teacher_agreement"] = teacher_agreement(teacher, distilled.images, distilled.labels)
+    agreement = None if teacher is None else teacher_agreement(teacher, distilled.images, distilled.labels)
     synthetic_path = artifacts / "synthetic.pt"
     save_synthetic(synthetic_path, distilled.images, distilled.labels,
                    {"trial_id": tid, "config": cfg.model_dump(mode="json"), "classes": list(dataset.classes),
@@ -161,13 +153,10 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
     began = time.perf_counter()
     scored = score_on_dataset(distilled.images, distilled.labels, cfg.eval, cfg.model, cfg.data, dataset, device,
                               options.reporter, problem.store)
-    row |= scored.summary() | {
-        "status": "ok", "eval_seeds": scored.seeds, "val_acc": scored.val, "test_acc": scored.test,
-        "final_losses": final_losses_json(distilled.final), "synthetic_path": str(synthetic_path),
-        "seconds_load": seconds_load, "seconds_distill": seconds_distill,
-        "seconds_evaluate": time.perf_counter() - began,
-    }
-    return _finish(options.results, row)
+    return finish(Status.OK, **scored.summary(), eval_seeds=scored.seeds, val_acc=scored.val, test_acc=scored.test,
+                  final_losses=final_losses_json(distilled.final), teacher_agreement=agreement,
+                  synthetic_path=str(synthetic_path), seconds_load=seconds_load, seconds_distill=seconds_distill,
+                  seconds_evaluate=time.perf_counter() - began)
 
 
 Labelled = tuple[torch.Tensor, torch.Tensor]
@@ -201,10 +190,3 @@ def evaluation_splits(dataset: ImageDataset, val_idx: torch.Tensor, max_images: 
 
     return (take(dataset.train_images[val_idx], dataset.train_labels[val_idx]),
             take(dataset.test_images, dataset.test_labels))
-
-
-def _finish(results: Path, row: dict[str, Any]) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    row["finished_at"] = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the schema stores ms
-    write_row(results, row)
-    return row

@@ -1,4 +1,4 @@
-"""Fixture results for the report tests, written with pdd.results.write_row like real trials.
+"""Fixture results for the report tests, built and written with pdd.results like real trials.
 
 The numbers are chosen so each expected table entry can be worked out by hand: a confirmed config's row for
 subset seed s scores base + SUBSET_SHIFT[s] + EVAL_SHIFT[k] on evaluation model k (validation VAL_GAIN higher), so
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from pdd.config import TrialConfig
-from pdd.results import ARTIFACTS, write_row
+from pdd.results import ARTIFACTS, Stage, Status, trial_row, write_row
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SUBSET_SHIFT = {0: -1.0, 1: 0.0, 2: 1.0}
@@ -57,37 +57,37 @@ def write_sweep(directory: Path, sweep_id: str = "fixture-a", shift: float = 0.0
     for (cell, label), (base, alpha, gamma) in CONFIRMED.items():
         for seed in SUBSET_SHIFT:
             score = None if (cell, label, seed) == PARTIAL_FAILURE else base + shift
-            rows.append(make_row(sweep_id, "confirm", cell, label, alpha, gamma, seed, score))
+            rows.append(make_row(sweep_id, Stage.CONFIRM, cell, label, alpha, gamma, seed, score))
     # A second confirmed DM config at (1, 50) with better test but worse validation accuracy: it must not be chosen.
-    rows += [make_row(sweep_id, "confirm", (1, 50), "DM", 0.05, 0.002, seed, 30.0 + shift, val_gain=-8.0)
+    rows += [make_row(sweep_id, Stage.CONFIRM, (1, 50), "DM", 0.05, 0.002, seed, 30.0 + shift, val_gain=-8.0)
              for seed in SUBSET_SHIFT]
-    rows += [make_row(sweep_id, "confirm", ALL_FAILED[0], ALL_FAILED[1], 0.01, 0.001, seed, None)
+    rows += [make_row(sweep_id, Stage.CONFIRM, ALL_FAILED[0], ALL_FAILED[1], 0.01, 0.001, seed, None)
              for seed in SUBSET_SHIFT]
     for cell, label in SEARCHED:
         moves_alpha, moves_gamma = SEARCH_MOVES[label]
         for i, (alpha, gamma) in enumerate(SEARCH_GRID):
             alpha, gamma = alpha if moves_alpha else 0.01, gamma if moves_gamma else 0.001
             test = None if i == len(SEARCH_GRID) - 1 else 20.0 + i + shift
-            rows.append(make_row(sweep_id, "search", cell, label, alpha, gamma, 0, test, eval_seeds=1))
+            rows.append(make_row(sweep_id, Stage.SEARCH, cell, label, alpha, gamma, 0, test, eval_seeds=1))
     for row in rows:
         write_row(directory, row)
     write_synthetic_sets(directory, [row for row in rows if row["cell"] == "ipc=1,pipc=50"
-                                     and row["stage"] == "confirm" and row["subset_seed"] == 0])
+                                     and row["stage"] == Stage.CONFIRM and row["subset_seed"] == 0])
     return directory
 
 
 def write_local_trials(directory: Path) -> Path:
     """What `pdd trial` leaves: stage 'trial', one subset seed, two configs of PDD at one cell."""
     for alpha, base, val_gain in ((0.1, 25.0, 2.0), (0.01, 27.0, 1.0)):
-        write_row(directory, make_row("local", "trial", (1, 10), "PDD", alpha, 0.001, 0, base, val_gain=val_gain))
-    write_row(directory, make_row("local", "trial", (1, 10), "DM", 0.1, 0.001, 0, 21.0))
+        write_row(directory, make_row("local", Stage.TRIAL, (1, 10), "PDD", alpha, 0.001, 0, base, val_gain=val_gain))
+    write_row(directory, make_row("local", Stage.TRIAL, (1, 10), "DM", 0.1, 0.001, 0, 21.0))
     return directory
 
 
 _counter = itertools.count()
 
 
-def make_row(sweep_id: str, stage: str, cell: tuple[int, int | None], label: str, alpha: float, gamma: float,
+def make_row(sweep_id: str, stage: Stage, cell: tuple[int, int | None], label: str, alpha: float, gamma: float,
              subset_seed: int, base: float | None, val_gain: float = VAL_GAIN, eval_seeds: int = 3) -> dict[str, Any]:
     """One trial's row; base None makes a failed (diverged) trial."""
     ipc, pipc = cell
@@ -95,21 +95,16 @@ def make_row(sweep_id: str, stage: str, cell: tuple[int, int | None], label: str
     config = TrialConfig(method=method, ipc=ipc, pipc=pipc, alpha=alpha, gamma=gamma, init=init,
                          subset_seed=subset_seed, data={"source": "fixture"})
     trial_id = f"{sweep_id}_{stage}_{method}_{init}_ipc{ipc}_pipc{pipc or 'all'}_{next(_counter)}"
-    row: dict[str, Any] = {
-        "trial_id": trial_id, "sweep_id": sweep_id, "cell": f"ipc={ipc},pipc={'all' if pipc is None else pipc}",
-        "stage": stage, "method": method, "ipc": ipc, "pipc": pipc, "alpha": alpha, "gamma": gamma, "init": init,
-        "budget": "cpu", "seed": 0, "subset_seed": subset_seed, "config": config.model_dump_json(),
-        "config_hash": config.hash(), "pdd_version": "0.1.0", "git_commit": "0123456789abcdef0123",
-        "dataset_name": "CIFAR-10 (JPEG copy)", "dataset_hash": "d" * 16, "device": "cpu",
-        "finished_at": datetime(2025, 11, 24, 8, 30 + subset_seed, tzinfo=UTC),
-    }
+    provenance = {"git_commit": "0123456789abcdef0123", "dataset_name": "CIFAR-10 (JPEG copy)",
+                  "dataset_hash": "d" * 16, "device": "cpu",
+                  "finished_at": datetime(2025, 11, 24, 8, 30 + subset_seed, tzinfo=UTC)}
     if base is None:
-        return row | {"status": "failed", "reason": REASON}
+        return trial_row(config, trial_id, sweep_id, stage, Status.FAILED, reason=REASON, **provenance)
     test = [base + SUBSET_SHIFT[subset_seed] + EVAL_SHIFT[k] for k in range(eval_seeds)]
     val = [acc + val_gain for acc in test]
-    return row | {"status": "ok", "eval_seeds": list(range(eval_seeds)), "test_acc": test, "val_acc": val,
-                  "test_mean": sum(test) / len(test), "val_mean": sum(val) / len(val), "test_std": 0.0,
-                  "val_std": 0.0, "synthetic_path": f"results/moved-away/{trial_id}/synthetic.pt"}
+    return trial_row(config, trial_id, sweep_id, stage, Status.OK, eval_seeds=list(range(eval_seeds)), test_acc=test,
+                     val_acc=val, test_mean=sum(test) / len(test), val_mean=sum(val) / len(val), test_std=0.0,
+                     val_std=0.0, synthetic_path=f"results/moved-away/{trial_id}/synthetic.pt", **provenance)
 
 
 def write_synthetic_sets(directory: Path, rows: list[dict[str, Any]]) -> None:

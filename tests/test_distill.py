@@ -6,11 +6,15 @@ from torch import Tensor
 
 from pdd import augment, losses
 from pdd import distill as distill_module
+from pdd import methods as methods_module
 from pdd.config import TrialConfig
-from pdd.distill import Problem, Terms, distill
+from pdd.distill import Problem, distill
 from pdd.hooks import MemoryStore
-from pdd.methods import METHODS, synthetic_labels
+from pdd.method_spec import SPECS, Terms, check_method, method_label, method_names, needs_teacher
+from pdd.methods import MAKE, synthetic_labels
 from pdd.models import ModelConfig, build_model
+from pdd.paper import TABLE_1
+from pdd.sweep import SEARCHABLE
 
 MODEL = ModelConfig(width=8, depth=2)
 
@@ -60,26 +64,59 @@ def test_resuming_from_a_checkpoint_gives_the_same_images_as_an_uninterrupted_ru
     torch.testing.assert_close(resumed.lambdas, straight.lambdas, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", [n for n in METHODS if n != "blend"])
-def test_every_method_returns_ipc_images_per_class(name):
+@pytest.mark.parametrize("name", list(SPECS))
+def test_every_method_returns_ipc_images_per_class_from_the_loops_its_spec_names(name, monkeypatch):
+    ran = []
+
+    def recording(problem, terms, images, labels, loop):
+        ran.append(terms)
+        return distill(problem, terms, images, labels, loop)
+
+    monkeypatch.setattr(methods_module, "distill", recording)
     problem = tiny_problem(2, method=name, init="real")
-    made = METHODS[name].make(problem)
+    made = MAKE[name](problem)
     assert made.images.shape == (3, 3, 16, 16) and made.labels.tolist() == [0, 1, 2]
     assert torch.isfinite(made.images).all()
+    assert tuple(ran) == SPECS[name].runs
+
+
+def test_every_spec_has_a_make_function_and_every_make_function_a_spec():
+    assert list(MAKE) == list(SPECS)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_every_method_spec_is_complete(name):
+    spec = SPECS[name]
+    assert spec.name == name and check_method(name) == name and name in method_names()
+    assert spec.label and spec.labels
+    assert all(method_label(name, init) in spec.labels for init in ("noise", "real"))
+    others = {label for other in SPECS.values() if other is not spec for label in other.labels}
+    assert not others & set(spec.labels), "each method has its own table columns"
+    assert set(spec.unused) <= set(SEARCHABLE) and all(spec.unused.values())
+    printed = {column for cell in TABLE_1.values() for column in cell}
+    assert set(spec.paper_columns) <= printed
+    assert len(spec.paper_columns) in (0, len(spec.labels))
+    cfg = TrialConfig(method=name)
+    assert needs_teacher(cfg) == any(terms.dkkt for terms in spec.runs)
+    if spec.reads_dsv_set:
+        assert not needs_teacher(TrialConfig(method=name, dsv_set="dsv.pt"))
+    else:
+        with pytest.raises(ValueError, match="dsv_set is only used by method"):
+            TrialConfig(method=name, dsv_set="dsv.pt")
 
 
 def test_dm_alone_is_unweighted_and_pdd_weighs_its_terms_as_eq_5():
-    dm = METHODS["dm"].make(tiny_problem(1, method="dm"))
+    dm = MAKE["dm"](tiny_problem(1, method="dm"))
     assert dm.final["loss_total"] == pytest.approx(dm.final["loss_dm"])
     problem = tiny_problem(1, alpha=0.3, gamma=0.02)
-    pdd = METHODS["pdd"].make(problem)
+    pdd = MAKE["pdd"](problem)
     expected = pdd.final["loss_primal"] + 0.3 * pdd.final["loss_stat"] + 0.02 * pdd.final["loss_dm"]
     assert pdd.final["loss_total"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_the_manifold_term_adds_the_dkkt_loss_of_augmented_copies():
     problem = tiny_problem(1, method="dsv", alpha=0.5, manifold_weight=5.0)
-    made = METHODS["dsv"].make(problem)
+    made = MAKE["dsv"](problem)
     expected = made.final["loss_primal"] + 0.5 * made.final["loss_stat"] + 5.0 * made.final["loss_manifold"]
     assert made.final["loss_manifold"] > 0
     assert made.final["loss_total"] == pytest.approx(expected, rel=1e-5)
@@ -130,6 +167,6 @@ def test_bf16_distillation_steps_point_where_fp32_ones_do(method):
     steps = {}
     for precision in ("fp32", "bf16"):
         problem = tiny_problem(1, method=method, ipc=2, init="noise", precision=precision, alpha=1.0, gamma=1.0)
-        steps[precision] = images - distill(problem, METHODS[method].runs[0], images, labels, method).images
+        steps[precision] = images - distill(problem, SPECS[method].runs[0], images, labels, method).images
     cosine = torch.nn.functional.cosine_similarity(steps["fp32"].flatten(), steps["bf16"].flatten(), dim=0)
     assert steps["fp32"].abs().sum() > 0 and cosine > 0.98

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from pdd.config import TeacherConfig, TrialConfig
-from pdd.results import read_results
+from pdd.results import Stage, read_results
 from pdd.runner.searcher import SweepSearcher
 from pdd.runner.trainable import record_failure
 from pdd.sweep import load_sweep
@@ -172,7 +172,7 @@ def test_trials_that_need_the_teacher_wait_for_its_trial_and_never_start_if_it_f
 def test_a_trial_that_raises_leaves_a_failed_row_that_its_retry_replaces(cifar_slice, tmp_path):
     cfg = TrialConfig(method="random", pipc=10, budget="smoke", eval={"epochs": 1, "seeds": 1, "max_images": 50},
                       data={"source": str(cifar_slice), "val_per_class": 5})
-    options = TrialOptions(results=tmp_path, sweep_id="s", stage="search")
+    options = TrialOptions(results=tmp_path, sweep_id="s", stage=Stage.SEARCH)
     record_failure(cfg, options, RuntimeError("node on fire"))
     [failed] = read_results(tmp_path).to_pylist()
     assert (failed["status"], failed["reason"], failed["stage"]) == ("failed", "RuntimeError: node on fire", "search")

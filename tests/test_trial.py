@@ -8,8 +8,8 @@ import torch
 
 import pdd.trial as trial_module
 from pdd.config import TrialConfig
-from pdd.methods import METHODS
-from pdd.results import ARTIFACTS, SCHEMA, SCHEMA_VERSION, read_results
+from pdd.method_spec import SPECS, needs_teacher
+from pdd.results import ARTIFACTS, SCHEMA, SCHEMA_VERSION, Stage, Status, read_results, read_row, trial_row, write_row
 from pdd.trial import TrialOptions, run_trial
 
 
@@ -19,7 +19,7 @@ def smoke_config(cifar_slice: Path, **overrides) -> TrialConfig:
     return TrialConfig.model_validate(values)
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(SPECS))
 def test_every_method_runs_a_smoke_trial_and_writes_a_row_of_the_schema(method, cifar_slice, smoke_teacher, tmp_path):
     cfg = smoke_config(cifar_slice, method=method, init="real")
     row = run_trial(cfg, TrialOptions(results=tmp_path, teacher=smoke_teacher, device="cpu"))
@@ -36,7 +36,7 @@ def test_every_method_runs_a_smoke_trial_and_writes_a_row_of_the_schema(method, 
     assert len(stored["pipc_indices"]) == 10 * 10
     assert stored["config_hash"] == cfg.hash() and TrialConfig.model_validate_json(stored["config"]) == cfg
     assert stored["dataset_hash"] and stored["git_commit"] and stored["pdd_version"]
-    assert (stored["teacher_hash"] is not None) == METHODS[method].needs_teacher(cfg)
+    assert (stored["teacher_hash"] is not None) == needs_teacher(cfg)
     if stored["teacher_hash"] is not None:
         assert 0.0 <= stored["teacher_agreement"] <= 1.0
     assert stored["seconds_distill"] >= 0 and stored["seconds_evaluate"] > 0
@@ -85,6 +85,16 @@ def test_a_nan_loss_fails_the_trial_with_a_reason_in_its_row(cifar_slice, tmp_pa
     assert row["status"] == stored["status"] == "failed"
     assert "not finite" in stored["reason"] and "iteration" in stored["reason"]
     assert stored["test_acc"] is None
+
+
+def test_a_built_row_reads_back_as_built_with_plain_strings_for_stage_and_status(tmp_path):
+    cfg = TrialConfig(method="dm", pipc=None, data={"source": "fixture"})
+    row = trial_row(cfg, "s_search_dm", "s", Stage.SEARCH, Status.FAILED, reason="diverged")
+    write_row(tmp_path, row)
+    stored = read_row(tmp_path, "s_search_dm")
+    assert {key: stored[key] for key in row} == row, "the finished_at a row is built with is the one Parquet stores"
+    assert type(stored["stage"]) is str and type(stored["status"]) is str
+    assert stored["cell"] == "ipc=1,pipc=all" and stored["config_hash"] == cfg.hash()
 
 
 def test_a_teacher_of_another_architecture_than_the_evaluation_nets(cifar_slice, tmp_path):

@@ -16,6 +16,8 @@ from rich.table import Table
 from pdd.cli.common import Budget, RichReporter, app, console, load_config_file, merged, parse_pipc, progress_bars
 from pdd.config import DataConfig, EvalConfig, TeacherConfig, TrialConfig
 from pdd.errors import PddError
+from pdd.method_spec import method_names, needs_teacher
+from pdd.results import Status
 
 teacher_app = typer.Typer(no_args_is_help=True, help="Train or inspect the edge-model teacher.")
 app.add_typer(teacher_app, name="teacher")
@@ -23,7 +25,7 @@ app.add_typer(teacher_app, name="teacher")
 
 @app.command()
 def trial(
-    method: str | None = typer.Option(None, help="dm, dsv, pdd, random or blend"),
+    method: str | None = typer.Option(None, help=method_names()),
     ipc: int | None = typer.Option(None, help="synthetic images per class"),
     pipc: str | None = typer.Option(None, help="real images per class available, or 'all'"),
     alpha: float | None = typer.Option(None, help="L_stat weight (paper default by pipc)"),
@@ -64,16 +66,14 @@ def trial(
         row = run_trial(cfg, TrialOptions(results=results, teacher=teacher_path, device=device, force=force,
                                           reporter=reporter))
     print_row(row, results)
-    if row["status"] != "ok":
+    if row["status"] != Status.OK:
         raise typer.Exit(1)
 
 
 def resolve_teacher(teacher: str | None, cfg: TrialConfig, device: str, reporter: RichReporter) -> Path | None:
-    from pdd.methods import METHODS
-
     if teacher != "auto":
         return None if teacher is None else Path(teacher)
-    if not METHODS[cfg.method].needs_teacher(cfg):
+    if not needs_teacher(cfg):
         return None
     from pdd.teacher import ensure_teacher
     from pdd.trial import cached_dataset, resolve_device
@@ -84,7 +84,7 @@ def resolve_teacher(teacher: str | None, cfg: TrialConfig, device: str, reporter
 
 def print_row(row: dict[str, Any], results: Path) -> None:
     table = Table(title=f"{row['method']}  {row['cell']}  ({row['budget']} budget)", show_header=False)
-    if row["status"] != "ok":
+    if row["status"] != Status.OK:
         table.add_row("status", f"[red]failed[/red]: {row['reason']}")
     else:
         table.add_row("val accuracy", f"{row['val_mean']:.2f} ± {row['val_std']:.2f}  {_fmt(row['val_acc'])}")

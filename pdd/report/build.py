@@ -8,18 +8,20 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pdd.method_spec import SPECS
 from pdd.paper import PAPER, PAPER_BUDGET
 from pdd.report.figures import figures
 from pdd.report.model import Footnotes, Report, Section
-from pdd.report.outcomes import CONFIRM, TRIAL, Sweep, load_sweep
+from pdd.report.outcomes import Sweep, load_sweep
 from pdd.report.tables import Reference, configs_table, main_table, paper_reference, sweep_reference, trials_table
+from pdd.results import Stage
 
 SOURCE = {
-    CONFIRM: "the confirm stage ({rows} rows over subset seeds {subset_seeds}); each value pools the test accuracies "
-             "of every evaluation model of the confirmed config",
-    TRIAL: "no confirm-stage rows, so the table falls back to the {rows} rows of stage 'trial' (local `pdd trial` "
-           "runs), not a confirmed sweep; each value pools the evaluation models of the config with the best "
-           "validation accuracy",
+    Stage.CONFIRM: "the confirm stage ({rows} rows over subset seeds {subset_seeds}); each value pools the test "
+                   "accuracies of every evaluation model of the confirmed config",
+    Stage.TRIAL: "no confirm-stage rows, so the table falls back to the {rows} rows of stage 'trial' (local `pdd "
+                 "trial` runs), not a confirmed sweep; each value pools the evaluation models of the config with the "
+                 "best validation accuracy",
 }
 SELECTION = ("hyperparameters (α, γ, init) were chosen on validation accuracy (training images held out from the "
              "teacher and from T'), never on test accuracy, which is only reported")
@@ -72,7 +74,7 @@ def budget_against_paper(rows: list[dict]) -> str:
     configs = [json.loads(row["config"]) for row in rows]
     iterations: dict[str, set[int]] = {}
     for row, config in zip(rows, configs, strict=True):
-        if row["method"] != "random":  # random distils nothing
+        if row["method"] not in SPECS or SPECS[row["method"]].runs:  # a method that distils nothing has no count
             iterations.setdefault(row["method"], set()).add(config["iterations"])
     per_method = ", ".join(f"{method} {'/'.join(f'{n:,}' for n in sorted(counts))}"
                            for method, counts in sorted(iterations.items())) or "none"

@@ -22,7 +22,7 @@ from pdd.data import denormalize
 from pdd.paper import paper_value
 from pdd.report.model import Figure
 from pdd.report.outcomes import CellKey, Outcome, Row, Sweep, cell_order, cell_text, mean_std
-from pdd.results import ARTIFACTS
+from pdd.results import ARTIFACTS, Status
 
 FIGURE_CELL: CellKey = (1, 50)  # the paper's Fig. 2 shows ipc 1, pipc 50
 SPECTRUM_LABELS = ("DSV (noise)", "DSV (real)", "DM", "PDD")
@@ -143,8 +143,8 @@ def search_scatter(sweep: Sweep) -> tuple[str, Canvas]:
 
 
 def draw_search(canvas: Canvas, ax, outcome: Outcome) -> None:
-    ok = [row for row in outcome.search if row["status"] == "ok"]
-    failed = [row for row in outcome.search if row["status"] != "ok"]
+    ok = [row for row in outcome.search if row["status"] == Status.OK]
+    failed = [row for row in outcome.search if row["status"] != Status.OK]
     if ok:
         points = ax.scatter([r["alpha"] for r in ok], [r["gamma"] for r in ok], c=[r["val_mean"] for r in ok],
                             cmap="viridis", s=30)

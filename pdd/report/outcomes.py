@@ -15,28 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from pdd.errors import ResultsError
-from pdd.results import read_results
+from pdd.method_spec import SPECS, method_label
+from pdd.results import Stage, Status, read_results
 
 Row = dict[str, Any]
 CellKey = tuple[int, int | None]  # (ipc, pipc); pipc None = all
 
-SEARCH, CONFIRM, TRIAL = "search", "confirm", "trial"
-STAGE_ORDER = (SEARCH, CONFIRM, TRIAL)
-STAGE_TRIALS = {SEARCH: "search trials", CONFIRM: "confirm trials", TRIAL: "local trials"}
+STAGE_ORDER = (Stage.SEARCH, Stage.CONFIRM, Stage.TRIAL)
+STAGE_TRIALS = {Stage.SEARCH: "search trials", Stage.CONFIRM: "confirm trials", Stage.TRIAL: "local trials"}
 
-# Column order of the main table: the paper's columns first, then the baselines it does not have.
-LABEL_ORDER = ("DM", "DSV (noise)", "DSV (real)", "PDD", "random", "blend")
-METHOD_LABELS = {"dm": "DM", "pdd": "PDD", "random": "random", "blend": "blend"}
+LABEL_ORDER = tuple(label for spec in SPECS.values() for label in spec.labels)  # the main table's columns
 
 # The fields that tell one config of a cell and method from another; seeds only repeat a config.
 CONFIG_FIELDS = ("budget", "alpha", "gamma", "init")
-
-
-def method_label(method: str, init: str | None) -> str:
-    """The column a row belongs to: its method, except that DSV splits by init, as in the paper."""
-    if method == "dsv":
-        return f"DSV ({init})"
-    return METHOD_LABELS.get(method, method)
 
 
 def stage_trials(stage: str) -> str:
@@ -65,7 +56,7 @@ class Outcome:
     cell: CellKey
     label: str
     rows: list[Row]
-    stage: str          # the stage the chosen config is read from
+    stage: Stage        # the stage the chosen config is read from
     chosen: list[Row]   # empty when no ok row of that stage exists
 
     @property
@@ -84,11 +75,11 @@ class Outcome:
 
     @property
     def search(self) -> list[Row]:
-        return [row for row in self.rows if row["stage"] == SEARCH]
+        return [row for row in self.rows if row["stage"] == Stage.SEARCH]
 
     @property
     def failed(self) -> list[Row]:
-        return [row for row in self.rows if row["status"] != "ok"]
+        return [row for row in self.rows if row["status"] != Status.OK]
 
     @property
     def config(self) -> Row | None:
@@ -104,8 +95,8 @@ class Outcome:
         staged = [row for row in self.rows if row["stage"] == self.stage]
         if staged:
             return f"all {len(staged)} {stage_trials(self.stage)} failed: {failure_reasons(staged)}"
-        if self.search and self.stage == CONFIRM:
-            failed = sum(row["status"] != "ok" for row in self.search)
+        if self.search and self.stage == Stage.CONFIRM:
+            failed = sum(row["status"] != Status.OK for row in self.search)
             return f"not confirmed yet: {len(self.search)} search trials, {failed} of them failed"
         if self.rows:
             return f"no {stage_trials(self.stage)}, only {len(self.rows)} of other stages"
@@ -116,7 +107,7 @@ class Outcome:
 class Sweep:
     directory: Path
     rows: list[Row]
-    stage: str
+    stage: Stage
     outcomes: dict[tuple[CellKey, str], Outcome]
 
     @property
@@ -146,7 +137,8 @@ def config_key(row: Row) -> tuple:
 
 
 def failure_reasons(rows: list[Row], limit: int = 160) -> str:
-    reasons = dict.fromkeys((row["reason"] or "no reason recorded")[:limit] for row in rows if row["status"] != "ok")
+    reasons = dict.fromkeys((row["reason"] or "no reason recorded")[:limit]
+                            for row in rows if row["status"] != Status.OK)
     return "; ".join(reasons)
 
 
@@ -156,7 +148,7 @@ def load_sweep(directory: str | Path) -> Sweep:
     rows = sorted(read_results(directory).to_pylist(), key=lambda row: row["trial_id"])
     if not rows:
         raise ResultsError(f"no results in {directory} (no .parquet files)")
-    stage = CONFIRM if any(row["stage"] == CONFIRM for row in rows) else TRIAL
+    stage = Stage.CONFIRM if any(row["stage"] == Stage.CONFIRM for row in rows) else Stage.TRIAL
     grouped: dict[tuple[CellKey, str], list[Row]] = defaultdict(list)
     for row in rows:
         grouped[(row["ipc"], row["pipc"]), method_label(row["method"], row["init"])].append(row)
@@ -164,11 +156,11 @@ def load_sweep(directory: str | Path) -> Sweep:
     return Sweep(directory, rows, stage, outcomes)
 
 
-def choose(rows: list[Row], stage: str) -> list[Row]:
+def choose(rows: list[Row], stage: Stage) -> list[Row]:
     """The ok (and scored) rows of the stage's config with the best pooled validation accuracy."""
     configs: dict[tuple, list[Row]] = defaultdict(list)
     for row in rows:
-        if row["stage"] == stage and row["status"] == "ok" and row["val_acc"] and row["test_acc"]:
+        if row["stage"] == stage and row["status"] == Status.OK and row["val_acc"] and row["test_acc"]:
             configs[config_key(row)].append(row)
     if not configs:
         return []

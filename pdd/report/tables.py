@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pdd.paper import TRAIN_IMAGES_PER_CLASS, paper_value
 from pdd.report.model import Footnotes, Table, TableCell
 from pdd.report.outcomes import STAGE_ORDER, CellKey, Outcome, Sweep, failure_reasons, mean_std, stage_trials
+from pdd.results import Status
 
 DASH = "—"
 
@@ -94,13 +95,13 @@ def trials_table(sweep: Sweep, footnotes: Footnotes, table_id: str) -> Table:
     rows = []
     for cell in sweep.cells:
         in_cell = [row for row in sweep.rows if (row["ipc"], row["pipc"]) == cell]
-        failed = [row for row in in_cell if row["status"] != "ok"]
+        failed = [row for row in in_cell if row["status"] != Status.OK]
         notes = [footnotes.add(failures_by_method(sweep, cell))] if failed else []
         rows.append([*cell_heads(cell),
                      *(count_cell(sum(row["stage"] == stage for row in in_cell)) for stage in stages),
                      count_cell(len(in_cell) - len(failed)),
                      TableCell(str(len(failed)), footnotes=notes, sort=len(failed))])
-    headers = ["ipc", "pipc", *map(stage_trials, stages), "ok", "failed"]
+    headers = ["ipc", "pipc", *map(stage_trials, stages), Status.OK, Status.FAILED]
     return Table(table_id, "Trials per cell", headers, rows, "Every row of the results directory, by stage and status.")
 
 

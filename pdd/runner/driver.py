@@ -12,11 +12,11 @@ from ray import tune
 from pdd.config import TeacherConfig, TrialConfig
 from pdd.data import ImageDataset
 from pdd.errors import SweepError
-from pdd.methods import METHODS
+from pdd.method_spec import needs_teacher
 from pdd.overhead import trial_slots
-from pdd.results import read_results
+from pdd.results import Stage, Status, read_results
 from pdd.runner.progress import saved_trials
-from pdd.runner.searcher import TEACHER_STAGE, SweepSearcher
+from pdd.runner.searcher import SweepSearcher
 from pdd.runner.session import ray_session
 from pdd.runner.storage import EXPERIMENT, TEACHER_FILE, TUNE_DIR, filesystem, load_saved, read, rows_dir, write
 from pdd.runner.trainable import SweepContext, run_sweep_trial
@@ -70,7 +70,7 @@ def execute(root: str, made: Materials, address: str | None = None) -> DriverRes
         results = _fit(spec, root, made)
         marks["trials_ended"] = time.time()
     for result in results:
-        if result.error is not None and result.config.get("stage") == TEACHER_STAGE:
+        if result.error is not None and result.config.get("stage") == Stage.TEACHER:
             raise SweepError(f"training the sweep's teacher failed, so no trial that needs it ran: {result.error}; "
                              f"the other trials' rows are kept, and `pdd sweep resume` tries again")
     unconfirmed = unconfirmed_studies(spec, read_results(rows_dir(root)).to_pylist())
@@ -92,7 +92,7 @@ def _sweep_teacher(spec: SweepSpec, root: str, dataset: ImageDataset) -> Materia
     if stored is not None:
         return Materials(spec, stored, None)
     values = [study.base for study in spec.studies()] + [values for _, values in spec.unsearched()]
-    needing = [cfg for cfg in map(TrialConfig.model_validate, values) if METHODS[cfg.method].needs_teacher(cfg)]
+    needing = [cfg for cfg in map(TrialConfig.model_validate, values) if needs_teacher(cfg)]
     if not needing:
         return Materials(spec, None, None)
     if spec.teacher == "auto":
@@ -137,12 +137,12 @@ def _fit(spec: SweepSpec, root: str, made: Materials) -> tune.ResultGrid:
 
 
 def _teacher_trial_failed(root: str) -> bool:
-    return any(trial["status"] == "ERROR" and trial["config"]["stage"] == TEACHER_STAGE
+    return any(trial["status"] == "ERROR" and trial["config"]["stage"] == Stage.TEACHER
                for trial in saved_trials(root))
 
 
 def unconfirmed_studies(spec: SweepSpec, rows: list[dict[str, Any]]) -> list[str]:
     """Keys of the studies without an ok search row: they had nothing to confirm."""
     searched = {study_key(spec.label_of(row), row["cell"]) for row in rows
-                if row["sweep_id"] == spec.name and row["stage"] == "search" and row["status"] == "ok"}
+                if row["sweep_id"] == spec.name and row["stage"] == Stage.SEARCH and row["status"] == Status.OK}
     return [study.key for study in spec.studies() if study.key not in searched]

@@ -8,11 +8,10 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from pdd.config import TrialConfig
-from pdd.results import read_results
-from pdd.runner.searcher import METRIC, TEACHER_STAGE
+from pdd.results import Stage, Status, cell_name, read_results
+from pdd.runner.searcher import METRIC
 from pdd.runner.storage import EXPERIMENT, TUNE_DIR, filesystem, load_saved, rows_dir
 from pdd.sweep import study_key
-from pdd.trial import cell_name
 
 
 @dataclass
@@ -33,18 +32,18 @@ def progress(root: str) -> list[CellProgress]:
     spec = load_saved(root)
     rows = [row for row in read_results(rows_dir(root)).to_pylist() if row["sweep_id"] == spec.name]
     running = Counter(study_key(spec.label_of(config["trial"]), cell_name(TrialConfig.model_validate(config["trial"])))
-                      for config in running_configs(root) if config["stage"] != TEACHER_STAGE)
+                      for config in running_configs(root) if config["stage"] != Stage.TEACHER)
     entries = [(study.label, study.base, study.budget(spec.search.trials)) for study in spec.studies()]
     entries += [(label, values, 0) for label, values in spec.unsearched()]
     table = []
     for label, values, budget in entries:
         cell = cell_name(TrialConfig.model_validate(values))
         mine = [row for row in rows if study_key(spec.label_of(row), row["cell"]) == study_key(label, cell)]
-        vals = [row[METRIC] for row in mine if row["stage"] == "search" and row["status"] == "ok"]
+        vals = [row[METRIC] for row in mine if row["stage"] == Stage.SEARCH and row["status"] == Status.OK]
         table.append(CellProgress(
             label, cell, budget, done=len(vals), running=running[study_key(label, cell)],
-            failed=sum(row["status"] != "ok" for row in mine), best_val=max(vals, default=None),
-            confirmed=sum(row["stage"] == "confirm" and row["status"] == "ok" for row in mine),
+            failed=sum(row["status"] != Status.OK for row in mine), best_val=max(vals, default=None),
+            confirmed=sum(row["stage"] == Stage.CONFIRM and row["status"] == Status.OK for row in mine),
             to_confirm=len(spec.confirm.subset_seeds)))
     return table
 
@@ -70,4 +69,4 @@ def running_configs(root: str) -> list[dict[str, Any]]:
 
 def teacher_training(root: str) -> bool:
     """Whether the trial that trains the sweep's `teacher: auto` is running."""
-    return any(config["stage"] == TEACHER_STAGE for config in running_configs(root))
+    return any(config["stage"] == Stage.TEACHER for config in running_configs(root))

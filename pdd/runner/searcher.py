@@ -11,12 +11,11 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from pdd.config import TeacherConfig, TrialConfig
-from pdd.methods import METHODS
+from pdd.method_spec import needs_teacher
+from pdd.results import Stage
 from pdd.sweep import SweepSpec
 
 METRIC = "val_mean"  # what every study maximises; test accuracy never reaches Tune
-TEACHER_STAGE = "teacher"  # the trial that trains a `teacher: auto` nobody has cached
-
 
 
 def suggest_space(trial: optuna.Trial, space: dict[str, Any]) -> None:
@@ -28,10 +27,9 @@ def suggest_space(trial: optuna.Trial, space: dict[str, Any]) -> None:
             trial.suggest_float(name, domain["low"], domain["high"], log=True)
 
 
-def needs_teacher(values: dict[str, Any]) -> bool:
+def _needs_teacher(values: dict[str, Any]) -> bool:
     """Whether a trial with these TrialConfig values needs the sweep's teacher."""
-    cfg = TrialConfig.model_validate(values)
-    return METHODS[cfg.method].needs_teacher(cfg)
+    return needs_teacher(TrialConfig.model_validate(values))
 
 
 class SweepSearcher(Searcher):
@@ -60,7 +58,7 @@ class SweepSearcher(Searcher):
                                                mode="max", points_to_evaluate=study.points(), seed=spec.search.seed + k)
                        for k, study in enumerate(studies)}
         self.budgets = {study.key: study.budget(spec.search.trials) for study in studies}
-        self.needs_teacher = {study.key: needs_teacher(study.base) for study in studies}
+        self.needs_teacher = {study.key: _needs_teacher(study.base) for study in studies}
         self.started = dict.fromkeys(self.studies, 0)
         self.running: dict[str, tuple[str, dict[str, Any]]] = {}  # Tune trial id -> (study key, trial values)
         self.best: dict[str, tuple[float, dict[str, Any]]] = {}  # study key -> (val_mean, trial values)
@@ -73,7 +71,7 @@ class SweepSearcher(Searcher):
         if self.teacher == "to train":
             self.teacher = "training"
             self.teacher_trial = trial_id
-            return {"stage": TEACHER_STAGE, "teacher": self.to_train.model_dump()}
+            return {"stage": Stage.TEACHER, "teacher": self.to_train.model_dump()}
         teacher_ready = self.teacher == "ready"
         in_flight = Counter(key for key, _ in self.running.values())
         to_search = [key for key in self.studies if self.started[key] < self.budgets[key]
@@ -85,12 +83,12 @@ class SweepSearcher(Searcher):
             values = self.studies[key].base | self.optuna[key].suggest(trial_id)
             self.started[key] += 1
             self.running[trial_id] = (key, values)
-            return {"stage": "search", "trial": values}
+            return {"stage": Stage.SEARCH, "trial": values}
         if self.teacher == "failed":  # the driver says why once Tune's run is over
-            self.to_confirm = [values for values in self.to_confirm if not needs_teacher(values)]
+            self.to_confirm = [values for values in self.to_confirm if not _needs_teacher(values)]
         for k, values in enumerate(self.to_confirm):
-            if teacher_ready or not needs_teacher(values):
-                return {"stage": "confirm", "trial": self.to_confirm.pop(k)}
+            if teacher_ready or not _needs_teacher(values):
+                return {"stage": Stage.CONFIRM, "trial": self.to_confirm.pop(k)}
         if self.running or to_search or self.to_confirm:
             return None  # Tune asks again on its next step
         return Searcher.FINISHED

@@ -6,7 +6,6 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +13,15 @@ import pyarrow.fs as pafs
 import torch
 from ray import tune
 
-from pdd import __version__
 from pdd.config import TeacherConfig, TrialConfig
 from pdd.data import default_cache_dir
 from pdd.errors import PddError, SweepError
 from pdd.io import atomic_path
-from pdd.methods import METHODS
-from pdd.results import write_row
-from pdd.runner.searcher import TEACHER_STAGE
+from pdd.method_spec import needs_teacher
+from pdd.results import Stage, Status, trial_row, write_row
 from pdd.runner.storage import TEACHER_FILE, is_uri, read, write
 from pdd.teacher import ensure_teacher, file_hash
-from pdd.trial import TrialOptions, cached_dataset, cell_name, resolve_device, run_trial, trial_id
+from pdd.trial import TrialOptions, cached_dataset, resolve_device, run_trial, trial_id
 
 
 @dataclass(frozen=True)
@@ -100,18 +97,18 @@ def run_sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
     trials on other nodes compare): `pdd sweep overhead` charges the time around them to Ray and Tune.
     """
     started_at = time.time()
-    if config["stage"] == TEACHER_STAGE:
+    if config["stage"] == Stage.TEACHER:
         _train_teacher(TeacherConfig.model_validate(config["teacher"]), context.root)
         tune.report({"trial_function": {"started_at": started_at, "ended_at": time.time()}})
         return
     cfg = TrialConfig.model_validate(config["trial"])
-    teacher = _node_teacher(context) if METHODS[cfg.method].needs_teacher(cfg) else None
+    teacher = _node_teacher(context) if needs_teacher(cfg) else None
     if context.gpu > 0 and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(min(context.gpu, 1.0))  # the trial's share of its GPU
     store = TuneStore()
     remote = is_uri(context.root)
     rows = Path(tempfile.mkdtemp(prefix="pdd-rows-")) if remote else Path(context.root)
-    options = TrialOptions(results=rows, teacher=teacher, sweep_id=context.sweep_id, stage=config["stage"],
+    options = TrialOptions(results=rows, teacher=teacher, sweep_id=context.sweep_id, stage=Stage(config["stage"]),
                            checkpoint_every=context.checkpoint_every, reporter=TuneReporter(), store=store)
     try:
         row = run_trial(cfg, options)
@@ -123,7 +120,7 @@ def run_sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
             pafs.copy_files(str(rows), context.root)
             shutil.rmtree(rows)
     metrics = {"pdd_trial_id": row["trial_id"], "status": row["status"], "resumed_iteration": store.resumed_iteration}
-    if row["status"] == "ok":
+    if row["status"] == Status.OK:
         metrics |= {"val_mean": row["val_mean"], "val_std": row["val_std"]}
     # The last report's round trip to the driver counts as outside the function: it is Tune's time. Nested, so
     # Tune's progress table (the first four numbers of a result) keeps showing val_mean instead of a timestamp.
@@ -157,11 +154,6 @@ def record_failure(cfg: TrialConfig, options: TrialOptions, error: Exception) ->
         return  # without the data there is no trial id to file the row under; Tune's error log has the reason
     teacher_hash = file_hash(options.teacher) if options.teacher is not None else None
     tid = trial_id(cfg, options.sweep_id, options.stage, dataset_hash, teacher_hash)
-    identity = {name: getattr(cfg, name) for name in
-                ("method", "ipc", "pipc", "alpha", "gamma", "init", "budget", "seed", "subset_seed")}
-    write_row(options.results, identity | {
-        "trial_id": tid, "sweep_id": options.sweep_id, "cell": cell_name(cfg), "stage": options.stage,
-        "status": "failed", "reason": f"{type(error).__name__}: {error}", "config": cfg.model_dump_json(),
-        "config_hash": cfg.hash(), "pdd_version": __version__, "dataset_hash": dataset_hash,
-        "teacher_hash": teacher_hash, "finished_at": datetime.now(UTC).replace(microsecond=0),
-    })
+    write_row(options.results, trial_row(cfg, tid, options.sweep_id, options.stage, Status.FAILED,
+                                         reason=f"{type(error).__name__}: {error}", dataset_hash=dataset_hash,
+                                         teacher_hash=teacher_hash))
