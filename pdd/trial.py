@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from pdd import __version__
-from pdd.config import DataConfig, EvalConfig, TrialConfig
-from pdd.data import ImageDataset, load_dataset, normalize, practical_subset, split_train_val
+from pdd.config import DataConfig, EvalConfig, TrialConfig, cell_name, pipc_text
+from pdd.data import ImageDataset, default_cache_dir, load_dataset, normalize, practical_subset, split_train_val
 from pdd.distill import Problem
 from pdd.errors import DivergedError, PddError, TeacherError
 from pdd.evaluate import Scored, score
@@ -48,6 +48,7 @@ class TrialOptions:
     force: bool = False  # run again even if the results already hold this trial's row
     reporter: Reporter = field(default_factory=NullReporter)
     store: CheckpointStore | None = None  # default: files in the trial's artifact folder
+    cache_dir: Path | None = None  # the decoded-dataset cache; default data.default_cache_dir() ($PDD_CACHE)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,10 +63,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def cached_dataset(source: str, cache_dir: Path | None = None) -> ImageDataset:
+    """Trials in one process (a Tune worker, a test session) share one decoded copy of each source and cache dir.
+
+    cache_dir defaults to data.default_cache_dir() ($PDD_CACHE), resolved here so that the copy's key holds it.
+    """
+    return _decoded(source, cache_dir if cache_dir is not None else default_cache_dir())
+
+
 @lru_cache(maxsize=2)
-def cached_dataset(source: str) -> ImageDataset:
-    """Trials in one process (a Tune worker, a test session) share one decoded copy."""
-    return load_dataset(source)
+def _decoded(source: str, cache_dir: Path) -> ImageDataset:
+    return load_dataset(source, cache_dir)
+
+
+def forget_datasets() -> None:
+    """Drop the decoded copies, so the next load reads the cache dir as a fresh process would (pdd bench)."""
+    _decoded.cache_clear()
 
 
 def git_commit() -> str:
@@ -82,15 +95,11 @@ def git_commit() -> str:
         return "unknown"
 
 
-def cell_name(cfg: TrialConfig) -> str:
-    return f"ipc={cfg.ipc},pipc={'all' if cfg.pipc is None else cfg.pipc}"
-
-
 def trial_id(cfg: TrialConfig, sweep_id: str, stage: str, dataset_hash: str, teacher_hash: str | None) -> str:
     """Same config, data and teacher give the same id, so a rerun replaces (or resumes) its own row."""
     inputs = f"{cfg.hash()}|{dataset_hash}|{teacher_hash}"
     digest = hashlib.sha256(inputs.encode()).hexdigest()[:12]
-    return f"{sweep_id}_{stage}_{cfg.method}_ipc{cfg.ipc}_pipc{cfg.pipc or 'all'}_{digest}"
+    return f"{sweep_id}_{stage}_{cfg.method}_ipc{cfg.ipc}_pipc{pipc_text(cfg.pipc)}_{digest}"
 
 
 def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
@@ -100,7 +109,7 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
     """
     began = time.perf_counter()
     device = resolve_device(options.device)
-    dataset = cached_dataset(cfg.data.source)
+    dataset = cached_dataset(cfg.data.source, options.cache_dir)
     split = split_train_val(dataset.train_labels, cfg.data.val_per_class, cfg.data.split_seed,
                             classes=dataset.classes)
     subset = practical_subset(dataset.train_labels, split.train_idx, cfg.pipc, cfg.subset_seed,
@@ -115,9 +124,9 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
         teacher, teacher_meta, teacher_hash = load_teacher(options.teacher, cfg.teacher_model, dataset, device)
 
     tid = trial_id(cfg, options.sweep_id, options.stage, dataset.content_hash, teacher_hash)
-    done = read_row(options.results, tid)
-    if done is not None and done["status"] == "ok" and not options.force:
-        return done
+    stored = read_row(options.results, tid)
+    if stored is not None and stored["status"] == "ok" and not options.force:
+        return stored
     artifacts = Path(options.results) / ARTIFACTS / tid
     problem = Problem(
         cfg=cfg,
@@ -131,7 +140,7 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
         checkpoint_every=options.checkpoint_every,
     )
     row: dict[str, Any] = {
-        "trial_id": tid, "sweep_id": options.sweep_id, "cell": cell_name(cfg), "stage": options.stage,
+        "trial_id": tid, "sweep_id": options.sweep_id, "cell": cell_name(cfg.ipc, cfg.pipc), "stage": options.stage,
         "method": cfg.method, "ipc": cfg.ipc, "pipc": cfg.pipc, "alpha": cfg.alpha, "gamma": cfg.gamma,
         "init": cfg.init, "budget": cfg.budget, "seed": cfg.seed, "subset_seed": cfg.subset_seed,
         "config": cfg.model_dump_json(), "config_hash": cfg.hash(), "pdd_version": __version__,

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pdd.config import TrialConfig
+from pdd.config import TrialConfig, cell_name, pipc_text
 from pdd.results import ARTIFACTS, write_row
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -94,9 +94,9 @@ def make_row(sweep_id: str, stage: str, cell: tuple[int, int | None], label: str
     method, init = LABEL_METHOD[label]
     config = TrialConfig(method=method, ipc=ipc, pipc=pipc, alpha=alpha, gamma=gamma, init=init,
                          subset_seed=subset_seed, data={"source": "fixture"})
-    trial_id = f"{sweep_id}_{stage}_{method}_{init}_ipc{ipc}_pipc{pipc or 'all'}_{next(_counter)}"
+    trial_id = f"{sweep_id}_{stage}_{method}_{init}_ipc{ipc}_pipc{pipc_text(pipc)}_{next(_counter)}"
     row: dict[str, Any] = {
-        "trial_id": trial_id, "sweep_id": sweep_id, "cell": f"ipc={ipc},pipc={'all' if pipc is None else pipc}",
+        "trial_id": trial_id, "sweep_id": sweep_id, "cell": cell_name(ipc, pipc),
         "stage": stage, "method": method, "ipc": ipc, "pipc": pipc, "alpha": alpha, "gamma": gamma, "init": init,
         "budget": "cpu", "seed": 0, "subset_seed": subset_seed, "config": config.model_dump_json(),
         "config_hash": config.hash(), "pdd_version": "0.1.0", "git_commit": "0123456789abcdef0123",

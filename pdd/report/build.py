@@ -11,7 +11,7 @@ from pathlib import Path
 from pdd.paper import PAPER, PAPER_BUDGET
 from pdd.report.figures import figures
 from pdd.report.model import Footnotes, Report, Section
-from pdd.report.outcomes import CONFIRM, TRIAL, Sweep, load_sweep
+from pdd.report.outcomes import CONFIRM, TRIAL, Sweep, read_sweep_results
 from pdd.report.tables import Reference, configs_table, main_table, paper_reference, sweep_reference, trials_table
 
 SOURCE = {
@@ -26,7 +26,7 @@ SELECTION = ("hyperparameters (α, γ, init) were chosen on validation accuracy 
 
 
 def build_report(directories: Sequence[str | Path]) -> Report:
-    sweeps = [load_sweep(directory) for directory in directories]
+    sweeps = [read_sweep_results(directory) for directory in directories]
     footnotes = Footnotes()
     base = sweeps[0]
     sections = [section(0, base, paper_reference, "Test accuracy (%) beside the paper's Table 1",

@@ -15,7 +15,7 @@ import torch
 from ray import tune
 
 from pdd import __version__
-from pdd.config import TeacherConfig, TrialConfig
+from pdd.config import TeacherConfig, TrialConfig, cell_name
 from pdd.data import default_cache_dir
 from pdd.errors import PddError, SweepError
 from pdd.io import atomic_path
@@ -24,7 +24,7 @@ from pdd.results import write_row
 from pdd.runner.searcher import TEACHER_STAGE
 from pdd.runner.storage import TEACHER_FILE, is_uri, read, write
 from pdd.teacher import ensure_teacher, file_hash
-from pdd.trial import TrialOptions, cached_dataset, cell_name, resolve_device, run_trial, trial_id
+from pdd.trial import TrialOptions, cached_dataset, resolve_device, run_trial, trial_id
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def record_failure(cfg: TrialConfig, options: TrialOptions, error: Exception) ->
     identity = {name: getattr(cfg, name) for name in
                 ("method", "ipc", "pipc", "alpha", "gamma", "init", "budget", "seed", "subset_seed")}
     write_row(options.results, identity | {
-        "trial_id": tid, "sweep_id": options.sweep_id, "cell": cell_name(cfg), "stage": options.stage,
+        "trial_id": tid, "sweep_id": options.sweep_id, "cell": cell_name(cfg.ipc, cfg.pipc), "stage": options.stage,
         "status": "failed", "reason": f"{type(error).__name__}: {error}", "config": cfg.model_dump_json(),
         "config_hash": cfg.hash(), "pdd_version": __version__, "dataset_hash": dataset_hash,
         "teacher_hash": teacher_hash, "finished_at": datetime.now(UTC).replace(microsecond=0),
