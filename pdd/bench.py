@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pdd.config import EvalConfig, TrialConfig
+from pdd.config import EvalConfig, TrialConfig, pipc_text
 from pdd.distill import Problem, distill
 from pdd.errors import PddError
 from pdd.evaluate import SAM, accuracy
@@ -179,7 +179,7 @@ def bench_distill(method: str, ipc: int, pipc: int | None, opts: Options) -> dic
     sections = sum(timer.seconds.values())
     flops = iteration_flops(cfg, TERMS[method], real_per_class=per_class)
     ms = 1000 * statistics.median(steps)
-    return {"method": method, "ipc": ipc, "pipc": "all" if pipc is None else pipc, "ms_per_iteration": ms,
+    return {"method": method, "ipc": ipc, "pipc": pipc_text(pipc), "ms_per_iteration": ms,
             "shares": {SHARES[k]: v / sections for k, v in timer.seconds.items()},
             "gflop_per_iteration": flops / 1e9, "achieved_gflops": flops / ms / 1e6}
 
@@ -232,36 +232,28 @@ def bench_test_pass(opts: Options, images: int = 4000) -> dict[str, Any]:
 def bench_startup(source: str, teacher: Path | None, opts: Options, **data: Any) -> dict[str, float]:
     """Seconds from run_trial's start to its first distillation iteration, warm caches and cold ones.
 
+    Each start's decoded copy is dropped after it, so the next start reads the cache dir as a fresh worker would.
     `data` overrides DataConfig fields (a small dataset needs a smaller validation split).
     """
-    import os
+    from pdd.trial import TrialOptions, forget_datasets, run_trial
 
-    from pdd import trial as trial_module
-
-    def first_iteration_seconds(cache: str) -> float:
-        previous = os.environ.get("PDD_CACHE")
-        os.environ["PDD_CACHE"] = cache
-        trial_module.cached_dataset.cache_clear()
+    def first_iteration_seconds(cache_dir: Path) -> float:
         cfg = TrialConfig(method="pdd" if teacher else "dm", ipc=1, pipc=10, budget="smoke", iterations=1,
                           data={"source": source} | data)
         with tempfile.TemporaryDirectory() as results:
             start = time.perf_counter()
             try:
-                trial_module.run_trial(cfg, trial_module.TrialOptions(
-                    results=Path(results), teacher=teacher, device=str(opts.device), reporter=_StopAtFirstUpdate()))
+                run_trial(cfg, TrialOptions(results=Path(results), teacher=teacher, device=str(opts.device),
+                                            reporter=_StopAtFirstUpdate(), cache_dir=cache_dir))
             except _FirstIteration:
                 return time.perf_counter() - start
             finally:
-                if previous is None:
-                    os.environ.pop("PDD_CACHE", None)
-                else:
-                    os.environ["PDD_CACHE"] = previous
-                trial_module.cached_dataset.cache_clear()
+                forget_datasets()
         raise PddError("the start-up trial ended without a distillation iteration")
 
-    with tempfile.TemporaryDirectory() as cold_cache:
-        cold = first_iteration_seconds(cold_cache)
-        warm = first_iteration_seconds(cold_cache)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cold = first_iteration_seconds(Path(cache_dir))
+        warm = first_iteration_seconds(Path(cache_dir))
     return {"cold_seconds": cold, "warm_seconds": warm}
 
 

@@ -18,6 +18,7 @@ from pdd.method_spec import SPECS, Init, check_method
 from pdd.models import ModelConfig
 
 Budget = Literal["smoke", "cpu", "paper"]
+DEFAULT_BUDGET: Budget = "cpu"
 
 # The teacher's ConvNet has no normalisation: after a norm layer the loss is scale-invariant in the weights
 # before it, so every per-image gradient is orthogonal to theta* there and L_stat could never fall below
@@ -75,7 +76,7 @@ class EvalConfig(Strict):
     """
 
     protocol: Protocol = "paper"
-    budget: Budget = "cpu"
+    budget: Budget = DEFAULT_BUDGET
     epochs: int = Field(None, ge=1)
     seeds: int = Field(None, ge=1, description="number of evaluation models")
     seed: int = Field(0, ge=0, description="evaluation model k uses seed + k")
@@ -117,7 +118,7 @@ class TrialConfig(Strict):
     alpha: float = Field(None, ge=0, description="weight of L_stat; paper: 0.1/0.01/0.001 for pipc 10/50/all")
     gamma: float = Field(None, ge=0, description="weight of L_DM; paper: 0.01 at ipc 50, else 0.001")
     init: Init = Field(None, description="paper: noise at ipc 1, else real")
-    budget: Budget = "cpu"
+    budget: Budget = DEFAULT_BUDGET
 
     # distillation
     iterations: int = Field(None, ge=0)
@@ -160,8 +161,8 @@ class TrialConfig(Strict):
         values = _with_budget(values, BUDGETS)
         evaluation = values.get("eval", {})
         if isinstance(evaluation, dict):
-            values["eval"] = {"budget": values.get("budget", "cpu")} | evaluation
-        pipc, ipc = values.get("pipc", 50), values.get("ipc", 1)
+            values["eval"] = {"budget": values.get("budget", DEFAULT_BUDGET)} | evaluation
+        pipc, ipc = (values.get(name, cls.model_fields[name].default) for name in ("pipc", "ipc"))
         if not (isinstance(pipc, int) or pipc is None) or not isinstance(ipc, int):
             return values  # field validation reports the bad type
         if values.get("alpha") is None:
@@ -193,7 +194,7 @@ class TrialConfig(Strict):
 class TeacherConfig(Strict):
     """The edge model Phi(.; theta*): a ConvNet trained on the train split (validation images held out)."""
 
-    budget: Budget = "cpu"
+    budget: Budget = DEFAULT_BUDGET
     epochs: int = Field(None, ge=1)
     train_max_images: int | None = Field(None, ge=1, description="train on a random sample of the split (smoke only)")
     lr: float = Field(0.05, gt=0, description="peak of the one-cycle schedule, SGD momentum 0.9")
@@ -214,7 +215,26 @@ def _with_budget(values: Any, budgets: dict[str, dict[str, Any]]) -> Any:
     """Fill the counts the user left unset from the named budget (an unknown budget fails validation later)."""
     if not isinstance(values, dict):
         return values
-    return budgets.get(values.get("budget", "cpu"), {}) | values
+    return budgets.get(values.get("budget", DEFAULT_BUDGET), {}) | values
+
+
+def merge_nested(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Config values: extra over base, where both hold a section (eval, model, data) key by key."""
+    merged = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merge_nested(merged[key], value) if both else value
+    return merged
+
+
+def pipc_text(pipc: int | None) -> str:
+    """pipc as flags, sweep files, result rows and reports write it: None, every image of a class, is 'all'."""
+    return "all" if pipc is None else str(pipc)
+
+
+def cell_name(ipc: int, pipc: int | None) -> str:
+    """A grid cell as result rows, study keys and reports name it: 'ipc=1,pipc=50'."""
+    return f"ipc={ipc},pipc={pipc_text(pipc)}"
 
 
 def config_hash(config: BaseModel) -> str:

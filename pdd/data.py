@@ -27,18 +27,18 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
 from pdd.errors import DataError
+from pdd.io import atomic_path
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
@@ -124,7 +124,7 @@ def load_dataset(source: str | os.PathLike, cache_dir: Path | None = None) -> Im
     payload = _read_cache(cache_file)
     if payload is None:
         payload = src.decode()
-        _atomic_write(cache_file, lambda f: torch.save(payload, f))
+        _write_cache_file(cache_file, lambda tmp: torch.save(payload, tmp))
     return ImageDataset(
         train_images=payload["train_images"],
         train_labels=payload["train_labels"],
@@ -181,7 +181,7 @@ def _content_hash(src: _Source, cache: Path) -> str:
         return entry["sha256"]
     digest = src.content_hash()
     index[src.key] = {"stat": signature, "sha256": digest}
-    _atomic_write(index_file, lambda f: f.write(json.dumps(index, indent=1, sort_keys=True).encode()))
+    _write_cache_file(index_file, lambda tmp: tmp.write_bytes(json.dumps(index, indent=1, sort_keys=True).encode()))
     return digest
 
 
@@ -203,19 +203,13 @@ def _read_cache(path: Path) -> dict[str, Any] | None:
     return payload if valid else None
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write via a temp file in the same dir and os.replace, so readers never see a partial file."""
-    tmp: Path | None = None
+def _write_cache_file(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through pdd.io.atomic_path, so readers never see a partial file; a failure names the way out."""
     try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
-            tmp = Path(f.name)
-            write(f)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            write(tmp)
     except OSError as e:
         raise DataError(f"cannot write cache file {path}: {_one_line(e)}; set PDD_CACHE to a writable dir") from e
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)  # no-op after a successful replace
 
 
 class _ArchiveSource:
@@ -524,6 +518,11 @@ def _num_classes(labels: torch.Tensor, classes: Sequence[str] | None) -> int:
     return int(labels.max()) + 1 if labels.numel() else 0
 
 
+def indices_by_class(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
+    """Per class 0..num_classes-1, the positions of its labels in increasing order."""
+    return [torch.nonzero(labels == c).squeeze(1) for c in range(num_classes)]
+
+
 def split_train_val(
     labels: torch.Tensor, val_per_class: int, seed: int, *, classes: Sequence[str] | None = None
 ) -> Split:
@@ -535,8 +534,7 @@ def split_train_val(
         raise DataError(f"val_per_class must be >= 0, got {val_per_class}")
     generator = torch.Generator().manual_seed(seed)
     train, val = [], []
-    for c in range(_num_classes(labels, classes)):
-        members = (labels == c).nonzero().flatten()
+    for c, members in enumerate(indices_by_class(labels, _num_classes(labels, classes))):
         if len(members) <= val_per_class:
             raise DataError(
                 f"val_per_class={val_per_class} leaves no training images for class "
@@ -568,9 +566,9 @@ def practical_subset(
     generator = torch.Generator().manual_seed(seed)
     pool_labels = labels[pool_idx]
     chosen = []
-    for c in range(_num_classes(labels, classes)):
+    for c, in_pool in enumerate(indices_by_class(pool_labels, _num_classes(labels, classes))):
         # Sorted so the draw depends on the pool as a set, not on the order the caller happened to list it in.
-        members = pool_idx[pool_labels == c].sort().values
+        members = pool_idx[in_pool].sort().values
         if pipc is not None and pipc > len(members):
             raise DataError(
                 f"pipc={pipc} exceeds the {len(members)} training images of class '{_class_name(c, classes)}'"

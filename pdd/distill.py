@@ -13,16 +13,18 @@ generator's, so a killed trial resumes at the iteration it reached and continues
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pdd import augment, losses
+from pdd.data import indices_by_class
 from pdd.errors import DivergedError
 from pdd.hooks import CheckpointStore, MemoryStore, NullReporter, NullTimer, Reporter, SectionTimer
 from pdd.method_spec import Terms
@@ -81,31 +83,72 @@ class Distilled:
     history: list[dict[str, float]]
 
 
+@dataclass
+class LoopState:
+    """What the loop changes, which is what a checkpoint holds: one field list for saving and loading alike."""
+
+    images: Tensor  # the leaf the image optimiser steps
+    free_lambdas: Tensor  # lambda = scale * softplus(free_lambdas)
+    opt_images: torch.optim.Optimizer
+    opt_lambdas: torch.optim.Optimizer
+    generator: torch.Generator  # embedders, real picks and DSA draws: a resumed run continues the same stream
+    iteration: int = 0  # iterations completed
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {item.name: _saved(getattr(self, item.name)) for item in fields(self)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for item in fields(self):
+            setattr(self, item.name, _restored(getattr(self, item.name), state[item.name]))
+
+
+def _saved(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    if isinstance(value, torch.Generator):
+        return value.get_state()
+    if isinstance(value, torch.optim.Optimizer):
+        return value.state_dict()
+    return copy.copy(value)
+
+
+def _restored(current: Any, saved: Any) -> Any:
+    """`current` with the saved state; tensors, optimisers and the generator are updated in place."""
+    if isinstance(current, Tensor):
+        with torch.no_grad():
+            current.copy_(saved)
+    elif isinstance(current, torch.Generator):
+        current.set_state(saved)
+    elif isinstance(current, torch.optim.Optimizer):
+        current.load_state_dict(saved)
+    else:
+        return copy.copy(saved)
+    return current
+
+
+def _total(parts: dict[str, Tensor], cfg: TrialConfig, dm_weight: float) -> Tensor:
+    """L_total over the terms computed (losses.l_total, DM weighed by dm_weight), plus the weighted manifold term."""
+    zero = next(iter(parts.values())).new_zeros(())
+    return losses.l_total(parts.get("primal", zero), parts.get("stat", zero), parts.get("dm", zero), cfg.alpha,
+                          dm_weight) + cfg.manifold_weight * parts.get("manifold", zero)
+
+
 def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name: str) -> Distilled:
     cfg = problem.cfg
     device = problem.device
-    generator = torch.Generator().manual_seed(cfg.seed)
     images = images.detach().clone().to(device).requires_grad_(True)
     free_lambdas = torch.full((len(images),), SOFTPLUS_ONE, device=device, requires_grad=True)
-    opt_images = IMAGE_OPTIMIZERS[cfg.optimizer_images]([images], cfg)
-    opt_lambdas = torch.optim.Adam([free_lambdas], lr=cfg.lr_lambda)
+    state = LoopState(images, free_lambdas, IMAGE_OPTIMIZERS[cfg.optimizer_images]([images], cfg),
+                      torch.optim.Adam([free_lambdas], lr=cfg.lr_lambda), torch.Generator().manual_seed(cfg.seed))
+    saved = problem.store.load(name)
+    if saved is not None:
+        state.load_state_dict(saved)
+    generator = state.generator
     scale = problem.lambda_scale(len(images))
-    history: list[dict[str, float]] = []
-    start = 0
-
-    state = problem.store.load(name)
-    if state is not None:
-        with torch.no_grad():
-            images.copy_(state["images"])
-            free_lambdas.copy_(state["free_lambdas"])
-        opt_images.load_state_dict(state["opt_images"])
-        opt_lambdas.load_state_dict(state["opt_lambdas"])
-        generator.set_state(state["generator"])
-        history = list(state["history"])
-        start = int(state["iteration"])
 
     embedder = _embedder(problem) if terms.dm else None
-    real_by_class = _indices_by_class(problem.real_labels, problem.num_classes)
+    real_by_class = indices_by_class(problem.real_labels, problem.num_classes)
     teacher_params = [p for p in problem.teacher.parameters()] if terms.dkkt else []
     # L_stat when the weighted gradients vanish (mean |theta*| for l1): where a naive DKKT term stalls.
     stat_floor = losses.stat_floor(teacher_params, cfg.distance) if terms.dkkt else math.nan
@@ -116,51 +159,43 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
     timer = problem.timer
     problem.reporter.start(name, cfg.iterations)
     metrics: dict[str, float] = {}
-    for iteration in range(start, cfg.iterations):
+    for iteration in range(state.iteration, cfg.iterations):
         lambdas = scale * F.softplus(free_lambdas)
-        opt_images.zero_grad(set_to_none=True)
-        opt_lambdas.zero_grad(set_to_none=True)
+        state.opt_images.zero_grad(set_to_none=True)
+        state.opt_lambdas.zero_grad(set_to_none=True)
         # Each term group runs its own backward: their sum is the gradient of L_total, the DM term can go class
         # group by class group, and the benchmark can attribute time. inputs= keeps the frozen nets' grads empty.
         parts: dict[str, Tensor] = {}
         if terms.dkkt:
             with timer.section("dkkt"):
-                parts |= _dkkt_step(problem, teacher_params, images, labels, lambdas, free_lambdas, generator, masked)
+                dkkt = _dkkt_terms(problem, teacher_params, images, labels, lambdas, generator, masked)
+                _total(dkkt, cfg, dm_weight).backward(inputs=[images, free_lambdas])
+            parts |= {k: v.detach() for k, v in dkkt.items()}
         if terms.dm:
             parts["dm"] = _dm_step(problem, embedder, real_by_class, class_groups, images, labels, generator,
                                    dm_weight)
-        zero = images.new_zeros(())
-        total = losses.l_total(parts.get("primal", zero), parts.get("stat", zero), parts.get("dm", zero),
-                               cfg.alpha, dm_weight) + cfg.manifold_weight * parts.get("manifold", zero)
+        total = _total(parts, cfg, dm_weight)
         metrics = {f"loss_{k}": v.item() for k, v in parts.items()} | {"loss_total": total.item()}
         if not all(math.isfinite(v) for v in metrics.values()):
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             raise DivergedError(f"{name}: loss is not finite at iteration {iteration} ({shown})")
         with timer.section("step"):
-            opt_images.step()
+            state.opt_images.step()
             if terms.dkkt:
-                opt_lambdas.step()
+                state.opt_lambdas.step()
 
-        done = iteration + 1
+        state.iteration = iteration + 1
         if terms.dkkt:
             metrics["lambda_mean"] = lambdas.mean().item()
             metrics["stat_floor"] = stat_floor
-        if done % max(1, cfg.iterations // 50) == 0 or done == cfg.iterations:
-            history.append({"iteration": float(done)} | metrics)
-        problem.reporter.update(name, done, metrics)
-        if done % problem.checkpoint_every == 0 and done < cfg.iterations:
-            problem.store.save(name, {
-                "iteration": done,
-                "images": images.detach().cpu(),
-                "free_lambdas": free_lambdas.detach().cpu(),
-                "opt_images": opt_images.state_dict(),
-                "opt_lambdas": opt_lambdas.state_dict(),
-                "generator": generator.get_state(),
-                "history": history,
-            })
+        if state.iteration % max(1, cfg.iterations // 50) == 0 or state.iteration == cfg.iterations:
+            state.history.append({"iteration": float(state.iteration)} | metrics)
+        problem.reporter.update(name, state.iteration, metrics)
+        if state.iteration % problem.checkpoint_every == 0 and state.iteration < cfg.iterations:
+            problem.store.save(name, state.state_dict())
 
     final_lambdas = (scale * F.softplus(free_lambdas)).detach() if terms.dkkt else None
-    return Distilled(images.detach(), labels, final_lambdas, metrics, history)
+    return Distilled(images.detach(), labels, final_lambdas, metrics, state.history)
 
 
 def _embedder(problem: Problem) -> nn.Module:
@@ -170,13 +205,9 @@ def _embedder(problem: Problem) -> nn.Module:
     return net.train()  # as the DM reference: a BatchNorm embedder would use batch statistics
 
 
-def _indices_by_class(labels: Tensor, num_classes: int) -> list[Tensor]:
-    return [torch.nonzero(labels == c).squeeze(1) for c in range(num_classes)]
-
-
 def _class_groups(labels: Tensor, num_classes: int, chunk: int | None) -> list[Tensor]:
     """Indices of S in groups of whole classes, about `chunk` images each (DM's loss is a sum over classes)."""
-    per_class = [idx for idx in _indices_by_class(labels, num_classes) if len(idx)]
+    per_class = [idx for idx in indices_by_class(labels, num_classes) if len(idx)]
     size = len(per_class) if chunk is None else max(1, chunk // max(len(idx) for idx in per_class))
     return [torch.cat(per_class[i:i + size]) for i in range(0, len(per_class), size)]
 
@@ -218,12 +249,9 @@ def _dm_step(problem: Problem, embedder: nn.Module, real_by_class: list[Tensor],
     return loss
 
 
-def _dkkt_step(problem: Problem, teacher_params: list[Tensor], images: Tensor, labels: Tensor, lambdas: Tensor,
-               free_lambdas: Tensor, generator: torch.Generator, masked: bool) -> dict[str, Tensor]:
-    """L_primal and L_stat of the teacher on clean S (and on augmented S if the manifold term is on).
-
-    Adds the gradient of L_primal + alpha L_stat (+ manifold) to images.grad and free_lambdas.grad.
-    """
+def _dkkt_terms(problem: Problem, teacher_params: list[Tensor], images: Tensor, labels: Tensor, lambdas: Tensor,
+                generator: torch.Generator, masked: bool) -> dict[str, Tensor]:
+    """L_primal and L_stat of the teacher on clean S (and on augmented S if the manifold term is on), with graphs."""
     cfg = problem.cfg
     with autocast(cfg.precision, images.device):
         logits = problem.teacher(images).float()
@@ -234,6 +262,4 @@ def _dkkt_step(problem: Problem, teacher_params: list[Tensor], images: Tensor, l
             moved_logits = problem.teacher(augment.augment(images, generator, siamese=False)).float()
             parts["manifold"] = losses.l_primal(moved_logits, labels, masked) + cfg.alpha * losses.l_stat(
                 teacher_params, moved_logits, labels, lambdas, cfg.distance)
-    total = parts["primal"] + cfg.alpha * parts["stat"] + cfg.manifold_weight * parts.get("manifold", 0.0)
-    total.backward(inputs=[images, free_lambdas])
-    return {k: v.detach() for k, v in parts.items()}
+    return parts

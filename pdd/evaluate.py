@@ -76,12 +76,13 @@ class Scored:
     test: list[float]
 
     def summary(self) -> dict[str, float]:
-        return {"val_mean": statistics.fmean(self.val), "val_std": _std(self.val),
-                "test_mean": statistics.fmean(self.test), "test_std": _std(self.test)}
+        (val_mean, val_std), (test_mean, test_std) = mean_std(self.val), mean_std(self.test)
+        return {"val_mean": val_mean, "val_std": val_std, "test_mean": test_mean, "test_std": test_std}
 
 
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std of accuracies, std 0 for a single value: how results and reports state them."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def train_on_synthetic(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cfg: ModelConfig,
@@ -147,16 +148,16 @@ def score(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cfg: ModelConfi
           reporter: Reporter = NullReporter(), store: CheckpointStore | None = None) -> Scored:
     """Train cfg.seeds models and score each; finished models are checkpointed so a resume skips them."""
     store = store or MemoryStore()  # a fresh one per call: a shared default would carry seeds across calls
-    done = store.load("evaluate") or {"seeds": [], "val": [], "test": []}
+    scored = store.load("evaluate") or {"seeds": [], "val": [], "test": []}
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
     for k, seed in enumerate(seeds):
-        if seed in done["seeds"]:
+        if seed in scored["seeds"]:
             continue
         phase = f"evaluate {k + 1}/{len(seeds)}"
         model = train_on_synthetic(images, labels, cfg, model_cfg, num_classes, seed, reporter, phase)
-        done = {"seeds": done["seeds"] + [seed],
-                "val": done["val"] + [accuracy(model, *val, cfg.precision)],
-                "test": done["test"] + [accuracy(model, *test, cfg.precision)]}
-        store.save("evaluate", done)
-    order = [done["seeds"].index(s) for s in seeds]
-    return Scored(seeds, [done["val"][i] for i in order], [done["test"][i] for i in order])
+        scored = {"seeds": scored["seeds"] + [seed],
+                  "val": scored["val"] + [accuracy(model, *val, cfg.precision)],
+                  "test": scored["test"] + [accuracy(model, *test, cfg.precision)]}
+        store.save("evaluate", scored)
+    order = [scored["seeds"].index(s) for s in seeds]
+    return Scored(seeds, [scored["val"][i] for i in order], [scored["test"][i] for i in order])

@@ -40,7 +40,8 @@ def l_primal(logits: Tensor, labels: Tensor, only_misclassified: bool = False) -
     return per_image.mean()
 
 
-def _flatten(tensors: Sequence[Tensor]) -> Tensor:
+def flatten(tensors: Sequence[Tensor]) -> Tensor:
+    """Parameters (or their gradients) as one vector, in the order given."""
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
@@ -75,13 +76,13 @@ def l_stat(params: Sequence[Tensor], logits: Tensor, labels: Tensor, lambdas: Te
     """
     weighted = (lambdas * F.cross_entropy(logits, labels, reduction="none")).sum()
     grads = torch.autograd.grad(weighted, list(params), create_graph=True)
-    theta = _flatten([p.detach() for p in params])
-    return DISTANCES[distance](theta, -_flatten(grads))
+    theta = flatten([p.detach() for p in params])
+    return DISTANCES[distance](theta, -flatten(grads))
 
 
 def stat_floor(params: Sequence[Tensor], distance: str = "l1") -> float:
     """L_stat's value when sum_i lambda_i grad L_i is zero: D(theta*, 0)."""
-    theta = _flatten([p.detach() for p in params])
+    theta = flatten([p.detach() for p in params])
     return DISTANCES[distance](theta, torch.zeros_like(theta)).item()
 
 

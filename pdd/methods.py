@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from pdd.data import indices_by_class
 from pdd.distill import Distilled, Problem, distill
 from pdd.errors import PddError
 from pdd.method_spec import BOTH, DKKT_ONLY, DM_ONLY, Terms
@@ -30,7 +31,7 @@ def synthetic_labels(num_classes: int, ipc: int, device: torch.device) -> Tensor
 
 def first_per_class(problem: Problem, count: int) -> Tensor:
     """T' is stored grouped by class in draw order, so its first `count` per class are a random draw too."""
-    picks = [torch.nonzero(problem.real_labels == c).squeeze(1)[:count] for c in range(problem.num_classes)]
+    picks = [idx[:count] for idx in indices_by_class(problem.real_labels, problem.num_classes)]
     return problem.real[torch.cat(picks)]
 
 

@@ -52,7 +52,7 @@ def trial_slots(available: dict[str, float], cpu: float, gpu: float) -> int:
     return min(counts) if counts else 0
 
 
-def sweep_overhead(intervals: list[tuple[float, float]], started_at: float, ended_at: float,
+def slot_overhead(intervals: list[tuple[float, float]], started_at: float, ended_at: float,
                    slots: int) -> Overhead:
     """Overhead of one driver run from its trials' (start, end) times inside the trial function.
 
@@ -96,8 +96,7 @@ def sweep_overhead(intervals: list[tuple[float, float]], started_at: float, ende
 
 
 def tune_window(marks: dict[str, float]) -> tuple[float, float] | None:
-    """From the first "<name>_started" mark to the last "<name>_ended" one: Tune's run (or, in a driver record
-    from before search and confirm shared one experiment, from the search's start to the confirm's end)."""
-    starts = [at for name, at in marks.items() if name.endswith("_started")]
-    ends = [at for name, at in marks.items() if name.endswith("_ended")]
-    return (min(starts), max(ends)) if starts and ends else None
+    """Tune's run, from the driver's "trials_started" mark to its "trials_ended" one; None if it has not both."""
+    if "trials_started" in marks and "trials_ended" in marks:
+        return marks["trials_started"], marks["trials_ended"]
+    return None

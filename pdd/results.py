@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pdd import __version__
+from pdd.config import cell_name
 from pdd.errors import ResultsError
 from pdd.io import atomic_path
 
@@ -95,17 +96,13 @@ SCHEMA = pa.schema([
 CONFIG_COLUMNS = ("method", "ipc", "pipc", "alpha", "gamma", "init", "budget", "seed", "subset_seed")
 
 
-def cell_name(cfg: TrialConfig) -> str:
-    return f"ipc={cfg.ipc},pipc={'all' if cfg.pipc is None else cfg.pipc}"
-
-
 def trial_row(cfg: TrialConfig, trial_id: str, sweep_id: str, stage: Stage, status: Status,
               **fields: Any) -> dict[str, Any]:
     """A trial's row: who it is (ids, its config's columns, pdd's version), `fields` (scores, timings,
     provenance) and when it finished, to the millisecond the schema stores."""
     now = datetime.now(UTC)
-    return {"trial_id": trial_id, "sweep_id": sweep_id, "cell": cell_name(cfg), "stage": stage, "status": status,
-            **{name: getattr(cfg, name) for name in CONFIG_COLUMNS}, "config": cfg.model_dump_json(),
+    return {"trial_id": trial_id, "sweep_id": sweep_id, "cell": cell_name(cfg.ipc, cfg.pipc), "stage": stage,
+            "status": status, **{name: getattr(cfg, name) for name in CONFIG_COLUMNS}, "config": cfg.model_dump_json(),
             "config_hash": cfg.hash(), "pdd_version": __version__,
             "finished_at": now.replace(microsecond=now.microsecond // 1000 * 1000)} | fields
 

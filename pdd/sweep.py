@@ -20,10 +20,19 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from pdd.config import Budget, DataConfig, Strict, TrialConfig, format_validation_error
+from pdd.config import (
+    DEFAULT_BUDGET,
+    Budget,
+    DataConfig,
+    Strict,
+    TrialConfig,
+    cell_name,
+    format_validation_error,
+    merge_nested,
+    pipc_text,
+)
 from pdd.errors import SweepError
 from pdd.method_spec import SPECS, Init, check_method
-from pdd.results import cell_name
 
 SEARCHABLE = ("alpha", "gamma", "init")
 
@@ -183,7 +192,7 @@ class SweepSpec(Strict):
     """A whole sweep: shared trial settings, the grid, the methods, the search and confirm stages, resources."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="sweep id; results/<name>/")
-    budget: Budget = "cpu"
+    budget: Budget = DEFAULT_BUDGET
     data: DataConfig = Field(default_factory=DataConfig)
     trial: dict[str, Any] = Field(default_factory=dict, description="further TrialConfig fields for every trial")
     teacher: str = Field("auto", description="a teacher checkpoint, or auto: trained once, as the sweep's first trial")
@@ -207,7 +216,7 @@ class SweepSpec(Strict):
                     raise Misplaced(("methods", label, "trial", key), f"set by {SET_ELSEWHERE[key]}, not here")
             for pipc in entry.pipc or []:
                 if pipc not in columns:
-                    raise Misplaced(("methods", label, "pipc"), f"pipc {_pipc_text(pipc)} is not in the grid")
+                    raise Misplaced(("methods", label, "pipc"), f"pipc {pipc_text(pipc)} is not in the grid")
             for ipc, pipc in self.cells(label):
                 self._check_cell(label, ipc, pipc)
         self._check_distinguishable()
@@ -229,7 +238,7 @@ class SweepSpec(Strict):
                     else ("methods", label, "trial", field) if field in entry.trial
                     else ("methods", label, "init") if init is not None
                     else ("methods", label))
-                raise Misplaced(path, f"at ipc={ipc}, pipc={_pipc_text(pipc)}: {format_validation_error(error)}") \
+                raise Misplaced(path, f"at {cell_name(ipc, pipc)}: {format_validation_error(error)}") \
                     from None
         paper = TrialConfig.model_validate(base)
         for name, domain in space.items():
@@ -237,7 +246,7 @@ class SweepSpec(Strict):
             inside = value in domain if isinstance(domain, list) else domain["low"] <= value <= domain["high"]
             if not inside:
                 raise Misplaced(("methods", label, name),
-                                f"leaves out the paper's {name} {value} at ipc={ipc}, pipc={_pipc_text(pipc)}, "
+                                f"leaves out the paper's {name} {value} at {cell_name(ipc, pipc)}, "
                                 f"which each study evaluates first")
 
     def _check_distinguishable(self) -> None:
@@ -264,7 +273,8 @@ class SweepSpec(Strict):
     def trial_values(self, label: str, ipc: int, pipc: int | None) -> dict[str, Any]:
         """TrialConfig values of a method entry in a cell; the parameters it searches are left to their defaults."""
         entry = self.methods[label]
-        values = _merge(_merge({"budget": self.budget, "data": self.data.model_dump()}, self.trial), entry.trial)
+        values = merge_nested(merge_nested({"budget": self.budget, "data": self.data.model_dump()}, self.trial),
+                              entry.trial)
         return values | entry.fixed() | {"method": entry.method, "ipc": ipc, "pipc": pipc}
 
     def studies(self) -> list[Study]:
@@ -277,7 +287,7 @@ class SweepSpec(Strict):
             for ipc, pipc in self.cells(label):
                 base = self.trial_values(label, ipc, pipc)
                 paper = TrialConfig.model_validate(base)
-                studies.append(Study(label, cell_name(paper), base, space, {k: getattr(paper, k) for k in space}))
+                studies.append(Study(label, cell_name(ipc, pipc), base, space, {k: getattr(paper, k) for k in space}))
         return studies
 
     def unsearched(self) -> list[tuple[str, dict[str, Any]]]:
@@ -396,20 +406,7 @@ def _dotted(where: tuple[str | int, ...]) -> str:
     return ".".join(str(part) for part in where)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """extra over base; nested sections (eval, model) merge key by key."""
-    merged = dict(base)
-    for key, value in extra.items():
-        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) \
-            else value
-    return merged
-
-
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9)
     return a == b
-
-
-def _pipc_text(pipc: int | None) -> str:
-    return "all" if pipc is None else str(pipc)

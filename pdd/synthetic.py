@@ -43,7 +43,7 @@ def load_synthetic(path: str | os.PathLike, image_shape: tuple[int, int, int],
     path = Path(path)
     if not path.exists():
         raise PddError(f"synthetic set not found: {path}")
-    images, labels = _load_png_folder(path, classes) if path.is_dir() else _load_tensor_file(path)
+    images, labels = _load_png_folder(path, classes) if path.is_dir() else read_synthetic_file(path)[:2]
     if tuple(images.shape[1:]) != tuple(image_shape):
         raise PddError(f"synthetic set {path} has images of shape {tuple(images.shape[1:])}, "
                        f"the dataset's are {tuple(image_shape)}")
@@ -54,10 +54,11 @@ def load_synthetic(path: str | os.PathLike, image_shape: tuple[int, int, int],
     return images.float(), labels.long()
 
 
-def _load_tensor_file(path: Path) -> tuple[Tensor, Tensor]:
+def read_synthetic_file(path: Path) -> tuple[Tensor, Tensor, dict]:
+    """(images, labels, meta) of a tensor file as stored, unchecked; meta is {} for a set made elsewhere."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        return payload["images"], payload["labels"]
+        return payload["images"], payload["labels"], payload.get("meta", {})
     except Exception as error:  # torch raises many types for a foreign or truncated file
         raise PddError(f"cannot read synthetic set {path}: expected a torch file with 'images' and 'labels' "
                        f"({type(error).__name__})") from None

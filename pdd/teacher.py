@@ -123,9 +123,8 @@ def stationarity(model: nn.Module, images_uint8: Tensor, labels: Tensor, weight_
         for acc, grad in zip(total, torch.autograd.grad(loss, params), strict=True):
             acc += grad
     implied = [-(g / len(images_uint8)) / max(weight_decay, 1e-12) for g in total]
-    theta = torch.cat([p.detach().reshape(-1) for p in params])
-    flat = torch.cat([g.reshape(-1) for g in implied])
-    return {"stationarity_gap": losses.DISTANCES[distance](theta, flat).item(),
+    theta = losses.flatten([p.detach() for p in params])
+    return {"stationarity_gap": losses.DISTANCES[distance](theta, losses.flatten(implied)).item(),
             "stat_floor": losses.stat_floor(params, distance)}
 
 
@@ -148,18 +147,23 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load_teacher(path: str | Path, model_cfg: ModelConfig, dataset: ImageDataset,
-                 device: torch.device) -> tuple[nn.Module, dict[str, Any], str]:
-    """(frozen teacher in eval mode, its metadata, sha256 of the file); refuses a teacher for other data or nets."""
+def read_teacher(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata, weights) of a teacher file as save_teacher wrote it, unchecked against any dataset."""
     path = Path(path)
     if not path.is_file():
         raise TeacherError(f"teacher checkpoint not found: {path} (train one with `pdd teacher train`)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        meta, state_dict = checkpoint["meta"], checkpoint["state_dict"]
+        return checkpoint["meta"], checkpoint["state_dict"]
     except Exception as error:  # torch raises many types for a foreign or truncated file
         raise TeacherError(f"cannot read teacher checkpoint {path}: not a pdd teacher file "
                            f"({type(error).__name__})") from None
+
+
+def load_teacher(path: str | Path, model_cfg: ModelConfig, dataset: ImageDataset,
+                 device: torch.device) -> tuple[nn.Module, dict[str, Any], str]:
+    """(frozen teacher in eval mode, its metadata, sha256 of the file); refuses a teacher for other data or nets."""
+    meta, state_dict = read_teacher(path)
     if meta.get("dataset_hash") != dataset.content_hash:
         raise TeacherError(f"teacher {path} was trained on dataset {meta.get('dataset_name')!r} "
                            f"(hash {str(meta.get('dataset_hash'))[:12]}), not on {dataset.name!r} "

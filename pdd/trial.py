@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from pdd.config import DataConfig, EvalConfig, TrialConfig
-from pdd.data import ImageDataset, load_dataset, normalize, practical_subset, split_train_val
+from pdd.config import DataConfig, EvalConfig, TrialConfig, pipc_text
+from pdd.data import ImageDataset, default_cache_dir, load_dataset, normalize, practical_subset, split_train_val
 from pdd.distill import Problem
 from pdd.errors import DivergedError, PddError, TeacherError
 from pdd.evaluate import Scored, score
@@ -47,6 +47,7 @@ class TrialOptions:
     force: bool = False  # run again even if the results already hold this trial's row
     reporter: Reporter = field(default_factory=NullReporter)
     store: CheckpointStore | None = None  # default: files in the trial's artifact folder
+    cache_dir: Path | None = None  # the decoded-dataset cache; default data.default_cache_dir() ($PDD_CACHE)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,10 +62,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def cached_dataset(source: str, cache_dir: Path | None = None) -> ImageDataset:
+    """Trials in one process (a Tune worker, a test session) share one decoded copy of each source and cache dir.
+
+    cache_dir defaults to data.default_cache_dir() ($PDD_CACHE), resolved here so that the copy's key holds it.
+    """
+    return _decoded(source, cache_dir if cache_dir is not None else default_cache_dir())
+
+
 @lru_cache(maxsize=2)
-def cached_dataset(source: str) -> ImageDataset:
-    """Trials in one process (a Tune worker, a test session) share one decoded copy."""
-    return load_dataset(source)
+def _decoded(source: str, cache_dir: Path) -> ImageDataset:
+    return load_dataset(source, cache_dir)
+
+
+def forget_datasets() -> None:
+    """Drop the decoded copies, so the next load reads the cache dir as a fresh process would (pdd bench)."""
+    _decoded.cache_clear()
 
 
 def git_commit() -> str:
@@ -85,7 +98,7 @@ def trial_id(cfg: TrialConfig, sweep_id: str, stage: Stage, dataset_hash: str, t
     """Same config, data and teacher give the same id, so a rerun replaces (or resumes) its own row."""
     inputs = f"{cfg.hash()}|{dataset_hash}|{teacher_hash}"
     digest = hashlib.sha256(inputs.encode()).hexdigest()[:12]
-    return f"{sweep_id}_{stage}_{cfg.method}_ipc{cfg.ipc}_pipc{cfg.pipc or 'all'}_{digest}"
+    return f"{sweep_id}_{stage}_{cfg.method}_ipc{cfg.ipc}_pipc{pipc_text(cfg.pipc)}_{digest}"
 
 
 def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
@@ -95,7 +108,7 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
     """
     began = time.perf_counter()
     device = resolve_device(options.device)
-    dataset = cached_dataset(cfg.data.source)
+    dataset = cached_dataset(cfg.data.source, options.cache_dir)
     split = split_train_val(dataset.train_labels, cfg.data.val_per_class, cfg.data.split_seed,
                             classes=dataset.classes)
     subset = practical_subset(dataset.train_labels, split.train_idx, cfg.pipc, cfg.subset_seed,
@@ -109,9 +122,9 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
         teacher, teacher_meta, teacher_hash = load_teacher(options.teacher, cfg.teacher_model, dataset, device)
 
     tid = trial_id(cfg, options.sweep_id, options.stage, dataset.content_hash, teacher_hash)
-    done = read_row(options.results, tid)
-    if done is not None and done["status"] == Status.OK and not options.force:
-        return done
+    stored = read_row(options.results, tid)
+    if stored is not None and stored["status"] == Status.OK and not options.force:
+        return stored
     artifacts = Path(options.results) / ARTIFACTS / tid
     problem = Problem(
         cfg=cfg,

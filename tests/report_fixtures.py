@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pdd.config import TrialConfig
+from pdd.config import TrialConfig, pipc_text
 from pdd.results import ARTIFACTS, Stage, Status, trial_row, write_row
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -94,7 +94,7 @@ def make_row(sweep_id: str, stage: Stage, cell: tuple[int, int | None], label: s
     method, init = LABEL_METHOD[label]
     config = TrialConfig(method=method, ipc=ipc, pipc=pipc, alpha=alpha, gamma=gamma, init=init,
                          subset_seed=subset_seed, data={"source": "fixture"})
-    trial_id = f"{sweep_id}_{stage}_{method}_{init}_ipc{ipc}_pipc{pipc or 'all'}_{next(_counter)}"
+    trial_id = f"{sweep_id}_{stage}_{method}_{init}_ipc{ipc}_pipc{pipc_text(pipc)}_{next(_counter)}"
     provenance = {"git_commit": "0123456789abcdef0123", "dataset_name": "CIFAR-10 (JPEG copy)",
                   "dataset_hash": "d" * 16, "device": "cpu",
                   "finished_at": datetime(2025, 11, 24, 8, 30 + subset_seed, tzinfo=UTC)}

@@ -115,6 +115,16 @@ def test_corrupt_teacher_file(capsys, smoke_args, tmp_path):
     assert_one_clean_line(err, "cannot read teacher checkpoint", "broken.pt")
 
 
+def test_teacher_show_prints_the_metadata_and_one_line_for_a_foreign_file(capsys, smoke_teacher, tmp_path):
+    assert main(["teacher", "show", str(smoke_teacher)]) == 0
+    assert "dataset_hash" in capsys.readouterr().out
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    code, err = run_cli(capsys, "teacher", "show", str(broken))
+    assert code == 2
+    assert_one_clean_line(err, "cannot read teacher checkpoint", "broken.pt")
+
+
 def test_dkkt_method_without_a_teacher(capsys, smoke_args):
     args = smoke_args[: smoke_args.index("--teacher")] + smoke_args[smoke_args.index("--teacher") + 2:]
     code, err = run_cli(capsys, *args, "--method", "pdd")

@@ -8,6 +8,7 @@ from pdd import augment, losses
 from pdd import distill as distill_module
 from pdd import methods as methods_module
 from pdd.config import TrialConfig
+from pdd.data import indices_by_class
 from pdd.distill import Problem, distill
 from pdd.hooks import MemoryStore
 from pdd.method_spec import SPECS, Terms, check_method, method_label, method_names, needs_teacher
@@ -124,7 +125,7 @@ def test_the_manifold_term_adds_the_dkkt_loss_of_augmented_copies():
 
 def _dm_step_gradient(problem: Problem, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     images = images.clone().requires_grad_(True)
-    real_by_class = distill_module._indices_by_class(problem.real_labels, problem.num_classes)
+    real_by_class = indices_by_class(problem.real_labels, problem.num_classes)
     loss = distill_module._dm_step(problem, distill_module._embedder(problem), real_by_class,
                                    distill_module._class_groups(labels, problem.num_classes, 12), images, labels,
                                    torch.Generator().manual_seed(3), weight=0.5)

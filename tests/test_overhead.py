@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pdd.overhead import sweep_overhead, trial_slots, tune_window
+from pdd.overhead import slot_overhead, trial_slots, tune_window
 
 
 def test_two_slots_four_trials_every_figure_exact():
     # Driver 0..100 s on 2 slots. Slot A: 10-40, then 41-80. Slot B: 12-50, then 55-90.
-    found = sweep_overhead([(41, 80), (10, 40), (55, 90), (12, 50)], started_at=0, ended_at=100, slots=2)
+    found = slot_overhead([(41, 80), (10, 40), (55, 90), (12, 50)], started_at=0, ended_at=100, slots=2)
     assert (found.slots, found.trials, found.wall_seconds) == (2, 4, 100)
     assert found.busy_slot_seconds == 30 + 38 + 39 + 35 == 142
     assert found.available_slot_seconds == 200
@@ -23,7 +23,7 @@ def test_two_slots_four_trials_every_figure_exact():
 
 def test_a_trial_takes_the_slot_that_freed_up_last():
     # Both slots are free at 55 (since 40 and since 50): the trial waited 5 s, not 15.
-    found = sweep_overhead([(0, 40), (0, 50), (55, 60)], started_at=0, ended_at=60, slots=2)
+    found = slot_overhead([(0, 40), (0, 50), (55, 60)], started_at=0, ended_at=60, slots=2)
     assert found.outside == [0, 0, 5]
     assert (found.startup_slot_seconds, found.between_slot_seconds, found.tail_slot_seconds) == (0, 5, 20)
     assert found.utilisation == pytest.approx(95 / 120)
@@ -31,7 +31,7 @@ def test_a_trial_takes_the_slot_that_freed_up_last():
 
 def test_an_unused_slot_is_start_up_for_the_whole_run_and_other_runs_trials_do_not_count():
     # 3 slots, driver 100..110; one trial of an earlier driver (50..60) and one ending after this one are ignored.
-    found = sweep_overhead([(50, 60), (102, 108), (105, 111)], started_at=100, ended_at=110, slots=3)
+    found = slot_overhead([(50, 60), (102, 108), (105, 111)], started_at=100, ended_at=110, slots=3)
     assert found.trials == 1 and found.outside == [2]
     assert found.startup_slot_seconds == 2 + 10 + 10
     assert (found.between_slot_seconds, found.tail_slot_seconds) == (0, 2)
@@ -40,21 +40,21 @@ def test_an_unused_slot_is_start_up_for_the_whole_run_and_other_runs_trials_do_n
 
 def test_more_overlapping_trials_than_slots_are_charged_nothing():
     # Two trials at once on one slot (clock skew between nodes, or a wrong slot count): no negative idle time.
-    found = sweep_overhead([(1, 5), (2, 6)], started_at=0, ended_at=10, slots=1)
+    found = slot_overhead([(1, 5), (2, 6)], started_at=0, ended_at=10, slots=1)
     assert found.outside == [1, 0]
     assert found.busy_slot_seconds == 8
 
 
 def test_no_trials_means_nothing_was_busy():
-    found = sweep_overhead([], started_at=0, ended_at=4, slots=2)
+    found = slot_overhead([], started_at=0, ended_at=4, slots=2)
     assert (found.trials, found.utilisation, found.outside_median, found.startup_slot_seconds) == (0, 0, 0, 8)
 
 
 def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="at least one trial slot"):
-        sweep_overhead([(1, 2)], started_at=0, ended_at=4, slots=0)
+        slot_overhead([(1, 2)], started_at=0, ended_at=4, slots=0)
     with pytest.raises(ValueError, match="before it started"):
-        sweep_overhead([], started_at=5, ended_at=4, slots=1)
+        slot_overhead([], started_at=5, ended_at=4, slots=1)
 
 
 @pytest.mark.parametrize(("available", "cpu", "gpu", "slots"), [
@@ -68,16 +68,13 @@ def test_slots_are_whole_trials_of_the_scarcest_resource(available, cpu, gpu, sl
     assert trial_slots(available, cpu, gpu) == slots
 
 
-def test_the_tune_window_runs_from_the_first_start_mark_to_the_last_end_mark():
+def test_the_tune_window_runs_from_the_trials_started_mark_to_the_trials_ended_mark():
     marks = {"materials_ready": 18.0, "ray_ready": 22.0, "trials_started": 22.5, "trials_ended": 95.0}
     assert tune_window(marks) == (22.5, 95.0)
     assert tune_window({"ray_ready": 3.0}) is None  # a driver that never started Tune
-    older = {"ray_ready": 22.0, "search_started": 22.5, "search_ended": 56.0, "confirm_started": 56.0,
-             "confirm_ended": 95.0}
-    assert tune_window(older) == (22.5, 95.0), "a record from two experiments spans both"
     # Over Tune's run alone, the driver's start-up (0-22.5 s here) no longer counts as idle slot time.
     trials = [(23, 55), (24, 56), (57, 94), (58, 95)]
-    whole, in_tune = sweep_overhead(trials, 0, 95, 2), sweep_overhead(trials, *tune_window(marks), 2)
+    whole, in_tune = slot_overhead(trials, 0, 95, 2), slot_overhead(trials, *tune_window(marks), 2)
     assert whole.busy_slot_seconds == in_tune.busy_slot_seconds == 32 + 32 + 37 + 37
     assert in_tune.utilisation == pytest.approx(138 / (2 * 72.5))
     assert whole.startup_slot_seconds - in_tune.startup_slot_seconds == pytest.approx(2 * 22.5)

@@ -20,7 +20,7 @@ from pdd.cli import main
 from pdd.paper import TABLE_1
 from pdd.report import build_report, render_terminal
 from pdd.report.figures import mean_spectrum, radial_profile
-from pdd.report.outcomes import load_sweep
+from pdd.report.outcomes import read_sweep_results
 from pdd.report.render import md
 
 DASH = "—"
@@ -394,8 +394,8 @@ def test_missing_or_empty_directory_gets_one_line(capsys, tmp_path, make, fragme
     assert fragment in one_error_line(capsys, str(tmp_path / "sweep"))
 
 
-def test_load_sweep_labels_dsv_by_init(sweeps):
-    sweep = load_sweep(sweeps[0])
+def test_read_sweep_results_labels_dsv_by_init(sweeps):
+    sweep = read_sweep_results(sweeps[0])
     assert sweep.labels == ["DM", "DSV (noise)", "DSV (real)", "PDD", "random"]
 
 

@@ -196,7 +196,7 @@ def test_overhead_reads_the_driver_record_and_each_trials_final_tune_result(tmp_
     results("b", {"trial_function": {"started_at": 1012.0, "ended_at": 1050.0}}, '{"half a li')
     results("c", {"trial_function": {"started_at": 1041.0, "ended_at": 1080.0}})
     results("d", {"trial_function": {"started_at": 1055.0, "ended_at": 1090.0}})
-    results("older-pdd", {"val_mean": 10.0})  # no timestamps: not counted
+    results("failed", {"phase": "distill", "step": 3})  # no final result, so no timestamps: not counted
     assert main(["sweep", "overhead", str(tmp_path)]) == 2
     assert "no finished driver run recorded" in capsys.readouterr().err
 

@@ -45,6 +45,14 @@ def test_every_method_runs_a_smoke_trial_and_writes_a_row_of_the_schema(method, 
     assert (Path(stored["synthetic_path"]).parent / "synthetic.png").stat().st_size > 0
 
 
+def test_the_shared_decoded_copy_is_kept_per_cache_dir(cifar_slice, tmp_path):
+    first = trial_module.cached_dataset(str(cifar_slice), tmp_path / "a")
+    other = trial_module.cached_dataset(str(cifar_slice), tmp_path / "b")
+    assert list((tmp_path / "a").glob("images-*.pt")) and list((tmp_path / "b").glob("images-*.pt"))
+    assert trial_module.cached_dataset(str(cifar_slice), tmp_path / "a") is first and other is not first
+    assert torch.equal(first.train_images, other.train_images)
+
+
 def test_pipc_indices_follow_the_subset_seed_and_pandas_reads_the_directory(cifar_slice, tmp_path):
     import pandas as pd
 

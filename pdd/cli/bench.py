@@ -40,9 +40,9 @@ def bench(
     precision = TrialConfig.model_validate({} if precision is None else {"precision": precision}).precision
     overhead = None
     if sweep is not None:  # read first: a wrong directory should fail at once, not after minutes of timing
-        from pdd.runner.driver_log import overhead as sweep_overhead  # imports Ray, so only when asked
+        from pdd.runner import driver_log  # imports Ray, so only when asked
 
-        overhead = overhead_report(*sweep_overhead(sweep_dir(sweep)))
+        overhead = overhead_report(*driver_log.overhead(sweep_dir(sweep)))
     options = benchmark.Options(resolve_device(device), precision, iterations, rounds=rounds)
     report = benchmark.run(options, data, teacher)
     if overhead is not None:

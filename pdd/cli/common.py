@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +10,12 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from pdd.config import merge_nested
 from pdd.errors import PddError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Practical dataset distillation: DM + Deep-KKT, one trial locally or sweeps on Ray.")
 console = Console()
-
-
-class Budget(StrEnum):
-    smoke = "smoke"
-    cpu = "cpu"
-    paper = "paper"
 
 
 class RichReporter:
@@ -80,11 +74,9 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
 
 def merged(base: dict[str, Any], **flags: Any) -> dict[str, Any]:
     """Flags the user gave override the config file; dotted keys reach nested sections."""
-    values = {k: (v.copy() if isinstance(v, dict) else v) for k, v in base.items()}
+    given: dict[str, Any] = {}
     for key, value in flags.items():
-        if value is None:
-            continue
-        section, _, name = key.rpartition(".")
-        target = values.setdefault(section, {}) if section else values
-        target[name] = value.value if isinstance(value, Enum) else value
-    return values
+        if value is not None:
+            section, _, name = key.rpartition(".")
+            (given.setdefault(section, {}) if section else given)[name] = value
+    return merge_nested(base, given)

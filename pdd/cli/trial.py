@@ -13,8 +13,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from pdd.cli.common import Budget, RichReporter, app, console, load_config_file, merged, parse_pipc, progress_bars
-from pdd.config import DataConfig, EvalConfig, TeacherConfig, TrialConfig
+from pdd.cli.common import RichReporter, app, console, load_config_file, merged, parse_pipc, progress_bars
+from pdd.config import DEFAULT_BUDGET, Budget, DataConfig, EvalConfig, TeacherConfig, TrialConfig
 from pdd.errors import PddError
 from pdd.method_spec import method_names, needs_teacher
 from pdd.results import Status
@@ -101,7 +101,7 @@ def _fmt(values: list[float]) -> str:
 @app.command()
 def evaluate(
     path: Path = typer.Argument(..., help="a synthetic set: .pt tensor file or a folder of PNGs per class"),
-    budget: Budget = typer.Option(Budget.cpu, help="evaluation epochs and seeds: smoke, cpu or paper"),
+    budget: Budget = typer.Option(DEFAULT_BUDGET, help="evaluation epochs and seeds: smoke, cpu or paper"),
     eval_epochs: int | None = typer.Option(None, help="SAM epochs per evaluation model"),
     eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
     precision: str | None = typer.Option(None, help="bf16: score val/test in bfloat16; fp32 forces the plain path"),
@@ -114,7 +114,7 @@ def evaluate(
     from pdd.synthetic import load_synthetic
     from pdd.trial import cached_dataset, resolve_device, score_on_dataset
 
-    eval_cfg = EvalConfig.model_validate(merged({"budget": budget.value}, epochs=eval_epochs, seeds=eval_seeds,
+    eval_cfg = EvalConfig.model_validate(merged({"budget": budget}, epochs=eval_epochs, seeds=eval_seeds,
                                                  precision=precision))
     data_cfg = DataConfig.model_validate(merged({}, source=data, val_per_class=val_per_class))
     target = resolve_device(device)
@@ -128,13 +128,13 @@ def evaluate(
     stats = scored.summary()
     console.print(f"{path}: val {stats['val_mean']:.2f} ± {stats['val_std']:.2f}, "
                   f"test {stats['test_mean']:.2f} ± {stats['test_std']:.2f} "
-                  f"over {len(scored.seeds)} models ({budget.value} budget)")
+                  f"over {len(scored.seeds)} models ({budget} budget)")
 
 
 @teacher_app.command("train")
 def teacher_train(
     out: Path = typer.Option(Path("teachers/teacher.pt"), help="where to save the checkpoint"),
-    budget: Budget = typer.Option(Budget.cpu, help="epochs: smoke, cpu or paper"),
+    budget: Budget = typer.Option(DEFAULT_BUDGET, help="epochs: smoke, cpu or paper"),
     epochs: int | None = typer.Option(None, help="training epochs (overrides the budget)"),
     weight_decay: float | None = typer.Option(None, help="weight decay (sets the KKT multipliers' scale)"),
     lr: float | None = typer.Option(None, help="peak learning rate of the one-cycle schedule"),
@@ -149,7 +149,7 @@ def teacher_train(
     from pdd.teacher import save_teacher, train_teacher
     from pdd.trial import cached_dataset, resolve_device
 
-    cfg = TeacherConfig.model_validate(merged({"budget": budget.value}, epochs=epochs, weight_decay=weight_decay,
+    cfg = TeacherConfig.model_validate(merged({"budget": budget}, epochs=epochs, weight_decay=weight_decay,
                                               lr=lr, augment=augment, **{"data.source": data, "model.norm": norm}))
     target = resolve_device(device)
     dataset = cached_dataset(cfg.data.source)
@@ -165,14 +165,9 @@ def teacher_train(
 @teacher_app.command("show")
 def teacher_show(path: Path = typer.Argument(..., help="a teacher checkpoint")) -> None:
     """Print a teacher's metadata."""
-    import torch
+    from pdd.teacher import read_teacher
 
-    try:
-        meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
-    except FileNotFoundError:
-        raise PddError(f"teacher checkpoint not found: {path}") from None
-    except Exception as error:  # torch raises many types for a foreign file
-        raise PddError(f"cannot read teacher checkpoint {path}: {type(error).__name__}") from None
+    meta, _ = read_teacher(path)
     table = Table(show_header=False, title=str(path))
     for key, value in meta.items():
         table.add_row(key, str(value))

@@ -12,7 +12,7 @@ from pdd.method_spec import SPECS
 from pdd.paper import PAPER, PAPER_BUDGET
 from pdd.report.figures import figures
 from pdd.report.model import Footnotes, Report, Section
-from pdd.report.outcomes import Sweep, load_sweep
+from pdd.report.outcomes import Sweep, read_sweep_results
 from pdd.report.tables import Reference, configs_table, main_table, paper_reference, sweep_reference, trials_table
 from pdd.results import Stage
 
@@ -28,7 +28,7 @@ SELECTION = ("hyperparameters (α, γ, init) were chosen on validation accuracy 
 
 
 def build_report(directories: Sequence[str | Path]) -> Report:
-    sweeps = [load_sweep(directory) for directory in directories]
+    sweeps = [read_sweep_results(directory) for directory in directories]
     footnotes = Footnotes()
     base = sweeps[0]
     sections = [section(0, base, paper_reference, "Test accuracy (%) beside the paper's Table 1",

@@ -14,15 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as Canvas
 
+from pdd.config import cell_name, pipc_text
 from pdd.data import denormalize
+from pdd.errors import PddError
+from pdd.evaluate import mean_std
 from pdd.paper import paper_value
 from pdd.report.model import Figure
-from pdd.report.outcomes import CellKey, Outcome, Row, Sweep, cell_order, cell_text, mean_std
+from pdd.report.outcomes import CellKey, CellResult, Row, Sweep, cell_order
 from pdd.results import ARTIFACTS, Status
+from pdd.synthetic import read_synthetic_file
 
 FIGURE_CELL: CellKey = (1, 50)  # the paper's Fig. 2 shows ipc 1, pipc 50
 SPECTRUM_LABELS = ("DSV (noise)", "DSV (real)", "DM", "PDD")
@@ -60,7 +63,7 @@ def synthetic_images(sweep: Sweep) -> tuple[str, Canvas]:
     canvas = Canvas(figsize=(9, 0.95 * len(sets) + 0.5), layout="constrained")
     axes = canvas.subplots(len(sets), 1, squeeze=False)[:, 0]
     for ax, (label, synthetic) in zip(axes, sets.items(), strict=True):
-        strip, classes = first_per_class(synthetic)
+        strip, classes = class_strip(synthetic)
         ax.imshow(strip, cmap="gray", interpolation="nearest")  # the colour map only applies to one channel
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center")
@@ -68,7 +71,7 @@ def synthetic_images(sweep: Sweep) -> tuple[str, Canvas]:
         ax.set_xticks([pitch * i + (pitch - GAP) / 2 for i in range(len(classes))], classes if ax is axes[0] else [])
         ax.xaxis.set_ticks_position("top")
         ax.tick_params(length=0, labelsize=8)
-    return f"The first synthetic image of each class per method, {cell_text(cell)} (the chosen config).", canvas
+    return f"The first synthetic image of each class per method, {cell_name(*cell)} (the chosen config).", canvas
 
 
 def spectra(sweep: Sweep) -> tuple[str, Canvas]:
@@ -91,24 +94,24 @@ def spectra(sweep: Sweep) -> tuple[str, Canvas]:
         profile_ax.plot(range(1, len(profile) + 1), profile, label=label)
     profile_ax.set(yscale="log", xlabel="frequency (cycles per image)", ylabel="mean |FFT|")
     profile_ax.legend(fontsize=8)
-    return (f"Mean FFT magnitude of the synthetic images, {cell_text(cell)}, centred on frequency zero (left out: "
+    return (f"Mean FFT magnitude of the synthetic images, {cell_name(*cell)}, centred on frequency zero (left out: "
             "it holds only the brightness), and its radial average: the paper's Fig. 3 argues DSVs hold low "
             "frequencies and DM images high ones."), canvas
 
 
 def accuracy_vs_pipc(sweep: Sweep) -> tuple[str, Canvas]:
-    outcomes = [outcome for outcome in sweep.outcomes.values() if outcome.test]
-    if not outcomes:
+    results = [result for result in sweep.results.values() if result.test]
+    if not results:
         raise Skipped("no cell and method has a chosen config with test accuracy")
-    labels = [label for label in sweep.labels if any(o.label == label for o in outcomes)]
-    pipcs = sorted({o.cell[1] for o in outcomes}, key=lambda pipc: cell_order((0, pipc)))
-    ipcs = sorted({o.cell[0] for o in outcomes})
+    labels = [label for label in sweep.labels if any(o.label == label for o in results)]
+    pipcs = sorted({o.cell[1] for o in results}, key=lambda pipc: cell_order((0, pipc)))
+    ipcs = sorted({o.cell[0] for o in results})
     colours = {ipc: f"C{i}" for i, ipc in enumerate(ipcs)}
     canvas = Canvas(figsize=(min(3.2 * len(labels), 13), 3.2), layout="constrained")
     axes = canvas.subplots(1, len(labels), sharey=True, squeeze=False)[0]
     for ax, label in zip(axes, labels, strict=True):
         for ipc in ipcs:
-            ours = [(pipcs.index(o.cell[1]), *mean_std(o.test)) for o in outcomes
+            ours = [(pipcs.index(o.cell[1]), *mean_std(o.test)) for o in results
                     if o.label == label and o.cell[0] == ipc]
             if ours:
                 x, mean, std = zip(*sorted(ours), strict=True)
@@ -116,7 +119,7 @@ def accuracy_vs_pipc(sweep: Sweep) -> tuple[str, Canvas]:
             paper = [(i, value[0]) for i, pipc in enumerate(pipcs) if (value := paper_value(ipc, pipc, label))]
             if paper:
                 ax.plot(*zip(*paper, strict=True), linestyle="--", marker="x", color=colours[ipc], alpha=0.6)
-        ax.set_xticks(range(len(pipcs)), ["all" if pipc is None else str(pipc) for pipc in pipcs])
+        ax.set_xticks(range(len(pipcs)), [pipc_text(pipc) for pipc in pipcs])
         ax.set(title=label, xlabel="pipc")
         ax.legend(fontsize=8)
     axes[0].set_ylabel("test accuracy %")
@@ -126,7 +129,7 @@ def accuracy_vs_pipc(sweep: Sweep) -> tuple[str, Canvas]:
 
 def search_scatter(sweep: Sweep) -> tuple[str, Canvas]:
     # Only a search that moved both weights makes a scatter; a method that ignores one searched a line.
-    panels = [o for o in sorted(sweep.outcomes.values(), key=lambda o: (cell_order(o.cell), o.label))
+    panels = [o for o in sorted(sweep.results.values(), key=lambda o: (cell_order(o.cell), o.label))
               if all(len({row[name] for row in o.search}) > 1 for name in ("alpha", "gamma"))]
     if not panels:
         raise Skipped("no search-stage rows that vary α and γ")
@@ -134,30 +137,30 @@ def search_scatter(sweep: Sweep) -> tuple[str, Canvas]:
     rows = -(-len(panels) // columns)
     canvas = Canvas(figsize=(4.2 * columns, 3.3 * rows), layout="constrained")
     grid = list(canvas.subplots(rows, columns, squeeze=False).flat)
-    for ax, outcome in zip(grid, panels, strict=False):
-        draw_search(canvas, ax, outcome)
+    for ax, result in zip(grid, panels, strict=False):
+        draw_search(canvas, ax, result)
     for ax in grid[len(panels):]:
         ax.set_visible(False)
     return ("The α and γ each Optuna trial tried, coloured by validation accuracy (%); x: failed trials; "
             "ring: the chosen config."), canvas
 
 
-def draw_search(canvas: Canvas, ax, outcome: Outcome) -> None:
-    ok = [row for row in outcome.search if row["status"] == Status.OK]
-    failed = [row for row in outcome.search if row["status"] != Status.OK]
+def draw_search(canvas: Canvas, ax, result: CellResult) -> None:
+    ok = [row for row in result.search if row["status"] == Status.OK]
+    failed = [row for row in result.search if row["status"] != Status.OK]
     if ok:
         points = ax.scatter([r["alpha"] for r in ok], [r["gamma"] for r in ok], c=[r["val_mean"] for r in ok],
                             cmap="viridis", s=30)
         canvas.colorbar(points, ax=ax, label="val acc %")
     if failed:
         ax.scatter([r["alpha"] for r in failed], [r["gamma"] for r in failed], marker="x", color="grey", s=30)
-    if outcome.config:
-        ax.scatter([outcome.config["alpha"]], [outcome.config["gamma"]], s=180, facecolors="none",
+    if result.config:
+        ax.scatter([result.config["alpha"]], [result.config["gamma"]], s=180, facecolors="none",
                    edgecolors="red", linewidths=1.5)
-    alphas = [r["alpha"] for r in outcome.search]
-    gammas = [r["gamma"] for r in outcome.search]
+    alphas = [r["alpha"] for r in result.search]
+    gammas = [r["gamma"] for r in result.search]
     ax.set(xscale="log" if min(alphas) > 0 else "linear", yscale="log" if min(gammas) > 0 else "linear",
-           xlabel="α", ylabel="γ", title=f"{outcome.label}, {cell_text(outcome.cell)}")
+           xlabel="α", ylabel="γ", title=f"{result.label}, {cell_name(*result.cell)}")
     ax.title.set_fontsize(9)
 
 
@@ -173,19 +176,19 @@ def figure_cell(sweep: Sweep) -> CellKey:
     """Fig. 2's cell when the sweep has it, else the cell with the most methods that have a chosen config."""
     if FIGURE_CELL in sweep.cells:
         return FIGURE_CELL
-    return max(sweep.cells, key=lambda cell: sum(bool(sweep.outcome(cell, label).chosen) for label in sweep.labels))
+    return max(sweep.cells, key=lambda cell: sum(bool(sweep.result(cell, label).chosen) for label in sweep.labels))
 
 
 def synthetic_sets(sweep: Sweep, cell: CellKey, labels: list[str]) -> dict[str, SyntheticSet]:
     """Per label, the first readable synthetic set of the chosen config's rows."""
     sets = {}
     for label in labels:
-        found = (load_set(row, sweep.directory) for row in sweep.outcome(cell, label).chosen)
+        found = (load_set(row, sweep.directory) for row in sweep.result(cell, label).chosen)
         synthetic = next((s for s in found if s is not None), None)
         if synthetic is not None:
             sets[label] = synthetic
     if not sets:
-        raise Skipped(f"no readable synthetic set for {cell_text(cell)} (looked at each row's synthetic_path and at "
+        raise Skipped(f"no readable synthetic set for {cell_name(*cell)} (looked at each row's synthetic_path and at "
                       f"{sweep.directory}/{ARTIFACTS}/<trial_id>/synthetic.pt)")
     return sets
 
@@ -196,16 +199,14 @@ def load_set(row: Row, directory: Path) -> SyntheticSet | None:
         if not path.is_file():
             continue
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-            images, labels = payload["images"], payload["labels"]
-        except Exception:  # torch raises many types for a foreign or truncated file; try the next place
+            images, labels, meta = read_synthetic_file(path)
+        except PddError:  # a foreign or truncated file: try the next place
             continue
-        classes = payload.get("meta", {}).get("classes")
-        return SyntheticSet(denormalize(images.float()).numpy(), labels.numpy(), classes)
+        return SyntheticSet(denormalize(images.float()).numpy(), labels.numpy(), meta.get("classes"))
     return None
 
 
-def first_per_class(synthetic: SyntheticSet) -> tuple[np.ndarray, list[str]]:
+def class_strip(synthetic: SyntheticSet) -> tuple[np.ndarray, list[str]]:
     """One strip [H, W', C] of each class's first image with white gaps, and the class names."""
     present = sorted(set(synthetic.labels.tolist()))
     tiles = [synthetic.images[np.flatnonzero(synthetic.labels == c)[0]].transpose(1, 2, 0) for c in present]

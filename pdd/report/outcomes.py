@@ -39,18 +39,8 @@ def cell_order(cell: CellKey) -> tuple[int, bool, int]:
     return ipc, pipc is None, pipc or 0
 
 
-def cell_text(cell: CellKey) -> str:
-    ipc, pipc = cell
-    return f"ipc={ipc}, pipc={'all' if pipc is None else pipc}"
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample std, as the evaluator reports them (std 0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 @dataclass
-class Outcome:
+class CellResult:
     """Every row of one cell and method label, and the ok rows of its chosen config."""
 
     cell: CellKey
@@ -108,7 +98,7 @@ class Sweep:
     directory: Path
     rows: list[Row]
     stage: Stage
-    outcomes: dict[tuple[CellKey, str], Outcome]
+    results: dict[tuple[CellKey, str], CellResult]
 
     @property
     def name(self) -> str:
@@ -120,12 +110,12 @@ class Sweep:
 
     @property
     def labels(self) -> list[str]:
-        present = {label for _, label in self.outcomes}
+        present = {label for _, label in self.results}
         return [label for label in LABEL_ORDER if label in present] + sorted(present - set(LABEL_ORDER))
 
-    def outcome(self, cell: CellKey, label: str) -> Outcome:
-        """The outcome of a cell and label, an empty one where the directory has no row for it."""
-        return self.outcomes.get((cell, label)) or Outcome(cell, label, [], self.stage, [])
+    def result(self, cell: CellKey, label: str) -> CellResult:
+        """The result of a cell and label, an empty one where the directory has no row for it."""
+        return self.results.get((cell, label)) or CellResult(cell, label, [], self.stage, [])
 
     def values(self, key: str) -> list[str]:
         """The distinct values of a column, in order of first appearance."""
@@ -142,7 +132,7 @@ def failure_reasons(rows: list[Row], limit: int = 160) -> str:
     return "; ".join(reasons)
 
 
-def load_sweep(directory: str | Path) -> Sweep:
+def read_sweep_results(directory: str | Path) -> Sweep:
     """Read a results directory and choose, per cell and method, the config the main table reports."""
     directory = Path(directory)
     rows = sorted(read_results(directory).to_pylist(), key=lambda row: row["trial_id"])
@@ -152,8 +142,8 @@ def load_sweep(directory: str | Path) -> Sweep:
     grouped: dict[tuple[CellKey, str], list[Row]] = defaultdict(list)
     for row in rows:
         grouped[(row["ipc"], row["pipc"]), method_label(row["method"], row["init"])].append(row)
-    outcomes = {key: Outcome(key[0], key[1], group, stage, choose(group, stage)) for key, group in grouped.items()}
-    return Sweep(directory, rows, stage, outcomes)
+    results = {key: CellResult(key[0], key[1], group, stage, choose(group, stage)) for key, group in grouped.items()}
+    return Sweep(directory, rows, stage, results)
 
 
 def choose(rows: list[Row], stage: Stage) -> list[Row]:

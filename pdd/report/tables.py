@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from pdd.config import pipc_text
+from pdd.evaluate import mean_std
 from pdd.paper import TRAIN_IMAGES_PER_CLASS, paper_value
 from pdd.report.model import Footnotes, Table, TableCell
-from pdd.report.outcomes import STAGE_ORDER, CellKey, Outcome, Sweep, failure_reasons, mean_std, stage_trials
+from pdd.report.outcomes import STAGE_ORDER, CellKey, CellResult, Sweep, failure_reasons, stage_trials
 from pdd.results import Status
 
 DASH = "—"
@@ -24,7 +26,7 @@ def paper_reference(cell: CellKey, label: str) -> tuple[str, float] | None:
 def sweep_reference(base: Sweep) -> Reference:
     """Another sweep's values as the reference, for `pdd report A B`."""
     def reference(cell: CellKey, label: str) -> tuple[str, float] | None:
-        test = base.outcome(cell, label).test
+        test = base.result(cell, label).test
         return (base.name, round(mean_std(test)[0], 2)) if test else None
     return reference
 
@@ -34,26 +36,26 @@ def main_table(sweep: Sweep, reference: Reference, footnotes: Footnotes, table_i
     datasets = sweep.values("dataset_name")
     rows = []
     for cell in sweep.cells:
-        outcomes = [sweep.outcome(cell, label) for label in sweep.labels]
+        results = [sweep.result(cell, label) for label in sweep.labels]
         # Compare what is shown: two methods that print the same mean are both best.
-        best = max((round(mean_std(o.test)[0], 2) for o in outcomes if o.test), default=None)
+        best = max((round(mean_std(o.test)[0], 2) for o in results if o.test), default=None)
         rows.append([*cell_heads(cell), ratio_cell(cell[1], datasets),
-                     *(accuracy_cell(outcome, best, reference, footnotes) for outcome in outcomes)])
+                     *(accuracy_cell(result, best, reference, footnotes) for result in results)])
     caption = (f"Test accuracy (%) of the chosen config: mean ± std over all its evaluation models "
                f"({sweep.stage} stage). Bold: the best of the row.")
     return Table(table_id, title, ["ipc", "pipc", "ratio %", *sweep.labels], rows, caption)
 
 
-def accuracy_cell(outcome: Outcome, best: float | None, reference: Reference, footnotes: Footnotes) -> TableCell:
-    if not outcome.test:
-        return missing(outcome, footnotes)
-    mean, std = mean_std(outcome.test)
+def accuracy_cell(result: CellResult, best: float | None, reference: Reference, footnotes: Footnotes) -> TableCell:
+    if not result.test:
+        return missing(result, footnotes)
+    mean, std = mean_std(result.test)
     shown = round(mean, 2)
-    failed = outcome.chosen_failures()
-    tried = len(failed) + len(outcome.chosen)
-    notes = [footnotes.add(f"{len(failed)} of the chosen config's {tried} {stage_trials(outcome.stage)} failed (left "
+    failed = result.chosen_failures()
+    tried = len(failed) + len(result.chosen)
+    notes = [footnotes.add(f"{len(failed)} of the chosen config's {tried} {stage_trials(result.stage)} failed (left "
                            f"out of the mean): {failure_reasons(failed)}")] if failed else []
-    ref = reference(outcome.cell, outcome.label)
+    ref = reference(result.cell, result.label)
     note = "" if ref is None else f"{ref[0]} {ref[1]:.2f}, Δ {round(shown - ref[1], 2) or 0.0:+.2f}"
     return TableCell(f"{mean:.2f} ± {std:.2f}", bold=shown == best, note=note, footnotes=notes, sort=mean)
 
@@ -64,28 +66,28 @@ def configs_table(sweep: Sweep, footnotes: Footnotes, table_id: str) -> Table:
     rows = []
     for cell in sweep.cells:
         for label in sweep.labels:
-            if (cell, label) not in sweep.outcomes:
+            if (cell, label) not in sweep.results:
                 continue  # no row at all: the main table already says so
-            outcome = sweep.outcomes[cell, label]
-            rows.append([*cell_heads(cell), TableCell(label, sort=label), count_cell(len(outcome.search)),
-                         *chosen_cells(outcome, footnotes)])
+            result = sweep.results[cell, label]
+            rows.append([*cell_heads(cell), TableCell(label, sort=label), count_cell(len(result.search)),
+                         *chosen_cells(result, footnotes)])
     caption = ("Hyperparameters chosen on validation accuracy. Test over subset seeds: mean ± std of the test means "
                "of the chosen config's draws of T' (n draws).")
     return Table(table_id, "Chosen configurations", headers, rows, caption)
 
 
-def chosen_cells(outcome: Outcome, footnotes: Footnotes) -> list[TableCell]:
+def chosen_cells(result: CellResult, footnotes: Footnotes) -> list[TableCell]:
     """α, γ, init, validation accuracy and the spread over subset seeds of the chosen config."""
-    config = outcome.config
+    config = result.config
     if config is None:
-        return [missing(outcome, footnotes), *(TableCell(DASH) for _ in range(4))]
-    val_mean, val_std = mean_std(outcome.val)
-    seeds_mean, seeds_std = mean_std(outcome.subset_means)
+        return [missing(result, footnotes), *(TableCell(DASH) for _ in range(4))]
+    val_mean, val_std = mean_std(result.val)
+    seeds_mean, seeds_std = mean_std(result.subset_means)
     return [TableCell(f"{config['alpha']:.3g}", sort=config["alpha"]),
             TableCell(f"{config['gamma']:.3g}", sort=config["gamma"]),
             TableCell(str(config["init"]), sort=str(config["init"])),
             TableCell(f"{val_mean:.2f} ± {val_std:.2f}", sort=val_mean),
-            TableCell(f"{seeds_mean:.2f} ± {seeds_std:.2f} (n={len(outcome.subset_means)})", sort=seeds_mean)]
+            TableCell(f"{seeds_mean:.2f} ± {seeds_std:.2f} (n={len(result.subset_means)})", sort=seeds_mean)]
 
 
 def trials_table(sweep: Sweep, footnotes: Footnotes, table_id: str) -> Table:
@@ -108,7 +110,7 @@ def trials_table(sweep: Sweep, footnotes: Footnotes, table_id: str) -> Table:
 def failures_by_method(sweep: Sweep, cell: CellKey) -> str:
     parts = []
     for label in sweep.labels:
-        failed = sweep.outcome(cell, label).failed
+        failed = sweep.result(cell, label).failed
         if failed:
             parts.append(f"{label} {len(failed)} failed ({failure_reasons(failed)})")
     return "; ".join(parts)
@@ -117,7 +119,7 @@ def failures_by_method(sweep: Sweep, cell: CellKey) -> str:
 def cell_heads(cell: CellKey) -> list[TableCell]:
     ipc, pipc = cell
     return [TableCell(str(ipc), sort=ipc),
-            TableCell("all" if pipc is None else str(pipc), sort=math.inf if pipc is None else pipc)]
+            TableCell(pipc_text(pipc), sort=math.inf if pipc is None else pipc)]
 
 
 def ratio_cell(pipc: int | None, datasets: list[str]) -> TableCell:
@@ -138,5 +140,5 @@ def count_cell(count: int) -> TableCell:
     return TableCell(str(count), sort=count)
 
 
-def missing(outcome: Outcome, footnotes: Footnotes) -> TableCell:
-    return TableCell(DASH, footnotes=[footnotes.add(outcome.missing_reason())])
+def missing(result: CellResult, footnotes: Footnotes) -> TableCell:
+    return TableCell(DASH, footnotes=[footnotes.add(result.missing_reason())])

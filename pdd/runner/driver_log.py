@@ -6,7 +6,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from pdd.errors import SweepError
-from pdd.overhead import Overhead, sweep_overhead, tune_window
+from pdd.overhead import Overhead, slot_overhead, tune_window
 from pdd.runner.storage import DRIVER_FILE, TUNE_DIR, filesystem, read, write
 
 
@@ -36,14 +36,14 @@ def trial_intervals(root: str) -> list[tuple[float, float]]:
             continue
         with fs.open_input_stream(info.path) as stream:
             lines = stream.read().decode().splitlines()
-        for line in reversed(lines):  # the final result is the last line; an older pdd's trials have none
+        for line in reversed(lines):
             try:
-                result = json.loads(line)
+                last = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line Tune was still writing
-            if "trial_function" in result:
-                intervals.append((result["trial_function"]["started_at"], result["trial_function"]["ended_at"]))
-                break
+            if "trial_function" in last:  # only a trial's final result has it: a failed trial has none
+                intervals.append((last["trial_function"]["started_at"], last["trial_function"]["ended_at"]))
+            break
     return intervals
 
 
@@ -52,5 +52,5 @@ def overhead(root: str) -> tuple[Overhead, Overhead | None, dict[str, Any]]:
     record = load_driver_run(root)
     intervals = trial_intervals(root)
     window = tune_window(record["marks"])
-    in_tune = None if window is None else sweep_overhead(intervals, *window, record["slots"])
-    return sweep_overhead(intervals, record["started_at"], record["ended_at"], record["slots"]), in_tune, record
+    in_tune = None if window is None else slot_overhead(intervals, *window, record["slots"])
+    return slot_overhead(intervals, record["started_at"], record["ended_at"], record["slots"]), in_tune, record

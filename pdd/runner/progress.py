@@ -7,8 +7,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from pdd.config import TrialConfig
-from pdd.results import Stage, Status, cell_name, read_results
+from pdd.config import cell_name
+from pdd.results import Stage, Status, read_results
 from pdd.runner.searcher import METRIC
 from pdd.runner.storage import EXPERIMENT, TUNE_DIR, filesystem, load_saved, rows_dir
 from pdd.sweep import study_key
@@ -31,13 +31,13 @@ def progress(root: str) -> list[CellProgress]:
     """Per (method entry, cell): search trials done, running and failed, the best val accuracy, confirm rows."""
     spec = load_saved(root)
     rows = [row for row in read_results(rows_dir(root)).to_pylist() if row["sweep_id"] == spec.name]
-    running = Counter(study_key(spec.label_of(config["trial"]), cell_name(TrialConfig.model_validate(config["trial"])))
-                      for config in running_configs(root) if config["stage"] != Stage.TEACHER)
+    trials = [config["trial"] for config in running_configs(root) if config["stage"] != Stage.TEACHER]
+    running = Counter(study_key(spec.label_of(trial), cell_name(trial["ipc"], trial["pipc"])) for trial in trials)
     entries = [(study.label, study.base, study.budget(spec.search.trials)) for study in spec.studies()]
     entries += [(label, values, 0) for label, values in spec.unsearched()]
     table = []
     for label, values, budget in entries:
-        cell = cell_name(TrialConfig.model_validate(values))
+        cell = cell_name(values["ipc"], values["pipc"])
         mine = [row for row in rows if study_key(spec.label_of(row), row["cell"]) == study_key(label, cell)]
         vals = [row[METRIC] for row in mine if row["stage"] == Stage.SEARCH and row["status"] == Status.OK]
         table.append(CellProgress(
