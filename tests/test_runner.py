@@ -243,10 +243,12 @@ def process_tree(root: int) -> list[tuple[int, str]]:
 
 
 def still_running(pid: int, started: str) -> bool:
+    """Whether the process is alive: not gone, not a zombie (it has exited; PID 1 may not have reaped it yet)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19] == started
-    except (OSError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
         return False
+    return fields[19] == started and fields[0] != "Z"
 
 
 class LocalCluster:
