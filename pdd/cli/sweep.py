@@ -95,9 +95,9 @@ def _execute(root: str, address: str | None, started_at: float) -> None:
     for key in outcome.unconfirmed:
         console.print(f"[yellow]{key}: no search trial finished, so nothing was confirmed[/yellow]")
     if outcome.errored:
-        console.print(f"{outcome.errored} trials failed after all retries: the reasons are in their rows (status "
-                      f"failed) and in Tune's error files, {driver.error_files(root)}", style="red", markup=False,
-                      soft_wrap=True)
+        trials = "1 trial" if outcome.errored == 1 else f"{outcome.errored} trials"
+        console.print(f"{trials} failed after all retries: the reasons are in their rows (status failed) and in "
+                      f"Tune's error files, {driver.error_files(root)}", style="red", markup=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
