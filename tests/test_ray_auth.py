@@ -33,21 +33,27 @@ from pdd.runner.session import cluster_environment, ray_session
 with cluster_environment(None) as address, ray_session(address):
     import ray
 
-    print(ray.get_runtime_context().gcs_address, os.environ["RAY_AUTH_TOKEN_PATH"], flush=True)
+    [node] = ray.nodes()
+    print(ray.get_runtime_context().gcs_address, f"127.0.0.1:{node['NodeManagerPort']}",
+          os.environ["RAY_AUTH_TOKEN_PATH"], flush=True)
     sys.stdin.readline()
 """
 
 
-def gcs_status(address: str, token: str | None) -> str:
-    """How the GCS at address answers a client that sends token (or none): OK, or the gRPC refusal."""
+def grpc_status(address: str, token: str | None, server: str = "gcs") -> str:
+    """How a Ray gRPC server (the GCS, or a raylet) answers a client that sends token, or none: OK or the refusal."""
     import grpc
-    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc, node_manager_pb2, node_manager_pb2_grpc
 
     metadata = [("authorization", f"Bearer {token}")] if token is not None else []
     with grpc.insecure_channel(address) as channel:
         try:
-            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetAllNodeInfo(
-                gcs_service_pb2.GetAllNodeInfoRequest(), metadata=metadata, timeout=30)
+            if server == "gcs":
+                gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetAllNodeInfo(
+                    gcs_service_pb2.GetAllNodeInfoRequest(), metadata=metadata, timeout=30)
+            else:
+                node_manager_pb2_grpc.NodeManagerServiceStub(channel).GetNodeStats(
+                    node_manager_pb2.GetNodeStatsRequest(), metadata=metadata, timeout=30)
         except grpc.RpcError as error:
             return error.code().name
     return "OK"
@@ -94,12 +100,13 @@ def stop_all(seen: set[tuple[int, str]]) -> None:
 
 
 @pytest.mark.ray
-def test_the_embedded_ray_listens_on_loopback_and_refuses_a_client_without_its_token(user_env):
+def test_the_embedded_ray_listens_on_loopback_and_refuses_a_client_without_its_token(user_env, tmp_path):
+    log = tmp_path / "session.log"
     session = subprocess.Popen([sys.executable, "-c", SESSION], env=user_env, stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
     seen: set[tuple[int, str]] = set()
     try:
-        gcs, token_path = session.stdout.readline().split()
+        gcs, raylet, token_path = session.stdout.readline().split()
         seen |= set(process_tree(session.pid))
         token = Path(token_path)
         assert token.parent.parent == Path(user_env["TMPDIR"]) and token.stat().st_mode & 0o077 == 0, \
@@ -109,12 +116,14 @@ def test_the_embedded_ray_listens_on_loopback_and_refuses_a_client_without_its_t
         assert gcs in addresses and len(addresses) > 3, addresses
         assert all(address.startswith("127.0.0.1:") for address in addresses), addresses
 
-        assert gcs_status(gcs, None) == "UNAUTHENTICATED"
-        assert gcs_status(gcs, "a" * 43) == "UNAUTHENTICATED"
-        assert gcs_status(gcs, token.read_text().strip()) == "OK"
+        assert grpc_status(gcs, None) == "UNAUTHENTICATED"
+        assert grpc_status(gcs, "a" * 43) == "UNAUTHENTICATED"
+        assert grpc_status(gcs, token.read_text().strip()) == "OK"
+        assert grpc_status(raylet, None, "raylet") == "UNAUTHENTICATED"
+        assert grpc_status(raylet, token.read_text().strip(), "raylet") == "OK"
 
         session.stdin.close()
-        assert session.wait(timeout=120) == 0, session.stderr.read()[-3000:]
+        assert session.wait(timeout=120) == 0, log.read_text()[-3000:]
         assert not any(still_running(*process) for process in seen), "a Ray process outlived the session"
         assert list(Path(user_env["TMPDIR"]).glob("pdd-ray-*")) == [], "the token and Ray's session files are gone"
         assert not (Path(user_env["HOME"]) / ".ray").exists(), "~/.ray/auth_token is neither read nor written"
@@ -164,8 +173,8 @@ def test_the_local_cluster_refuses_a_client_without_its_token(tmp_path):
         assert started.returncode == 0, started.stderr[-3000:]
         token = (state / "auth_token").read_text().strip()
         gcs = f"127.0.0.1:{gcs_port}"
-        assert gcs_status(gcs, None) == "UNAUTHENTICATED"
-        assert gcs_status(gcs, token) == "OK"
+        assert grpc_status(gcs, None) == "UNAUTHENTICATED"
+        assert grpc_status(gcs, token) == "OK"
 
         jobs = f"http://127.0.0.1:{dashboard_port}/api/jobs/"
         with pytest.raises(urllib.error.HTTPError) as refused:
