@@ -25,9 +25,9 @@ def cluster_environment(address: str | None) -> Iterator[str | None]:
     if address:
         yield address
         return
-    private = Path(tempfile.mkdtemp(prefix="pdd-ray-"))  # 0700; short, as Ray's socket paths under it must be
+    private = Path(tempfile.mkdtemp(prefix="pdd-ray-"))  # 0700, under TMPDIR as Ray's own default /tmp/ray is
     settings = {
-        "RAY_TMPDIR": str(private),  # not /tmp/ray, where other sessions look for a cluster to join
+        "RAY_TMPDIR": str(private),  # Ray's sockets and session files too: this run's alone, and gone with it
         # Ray maps 127.0.0.1 to the machine's network address and listens there, except where it assumes a laptop
         # (this switch, off by default on Windows and macOS): then every port it opens is on loopback.
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
