@@ -10,7 +10,8 @@
 #
 # Reached only from this machine: the dashboard and job server listen on 127.0.0.1 (from elsewhere, tunnel:
 # ssh -L 8265:127.0.0.1:8265 HOST). Ray's own gRPC ports listen on every interface (Ray maps 127.0.0.1 to the
-# host's address), so token auth is on: RAY_AUTH_MODE=token with a fresh token in $PDD_CLUSTER_DIR/auth_token.
+# host's address; the switch that keeps it on loopback, as `pdd sweep run` does, refuses worker nodes), so token
+# auth is on: RAY_AUTH_MODE=token with a fresh token in $PDD_CLUSTER_DIR/auth_token.
 # RAY_AUTH_MODE=disabled cluster/local.sh start turns it off. Each node is one `ray start --block`; its PID is
 # recorded, and stopping it (SIGTERM) stops the node's processes. Nothing here runs `ray stop` or kills by name.
 set -euo pipefail

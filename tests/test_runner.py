@@ -243,10 +243,12 @@ def process_tree(root: int) -> list[tuple[int, str]]:
 
 
 def still_running(pid: int, started: str) -> bool:
+    """Whether the process is alive: not gone, not a zombie (it has exited; PID 1 may not have reaped it yet)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19] == started
-    except (OSError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
         return False
+    return fields[19] == started and fields[0] != "Z"
 
 
 class LocalCluster:
@@ -540,9 +542,7 @@ confirm: {subset_seeds: [0]}
         cluster.add_worker()  # the next test has two workers again
 
 
-@pytest.mark.ray
-def test_a_submitted_sweep_runs_as_a_ray_job_and_its_results_appear(cluster, cifar_slice, smoke_teacher, tmp_path):
-    body = """\
+JOB = """\
 grid:
   - {ipc: [1], pipc: [10]}
 methods:
@@ -551,7 +551,11 @@ methods:
 search: {trials: 2}
 confirm: {subset_seeds: [0]}
 """
-    file = write_sweep(tmp_path / "job.yaml", "job", body, cifar_slice, smoke_teacher)
+
+
+@pytest.mark.ray
+def test_a_submitted_sweep_runs_as_a_ray_job_and_its_results_appear(cluster, cifar_slice, smoke_teacher, tmp_path):
+    file = write_sweep(tmp_path / "job.yaml", "job", JOB, cifar_slice, smoke_teacher)
     submitted = subprocess.run([sys.executable, "-m", "pdd", "sweep", "submit", str(file), "--address",
                                 cluster.job_server, "--storage", str(tmp_path)],
                                env=cluster.env, capture_output=True, text=True, timeout=120)
@@ -576,3 +580,50 @@ confirm: {subset_seeds: [0]}
     rows = rows_of(tmp_path / "job")
     assert len(rows) == 2 + 2 and all(row["status"] == "ok" for row in rows)
     assert "sweep resume" in logs.stdout
+
+
+@pytest.mark.ray
+def test_a_sweep_run_as_a_plain_ray_job_joins_the_jobs_cluster(cluster, cifar_slice, smoke_teacher, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from pdd.runner.jobs import JOB_EXCLUDES
+
+    file = write_sweep(tmp_path / "plain.yaml", "plain", JOB, cifar_slice, smoke_teacher)
+    client = JobSubmissionClient(cluster.job_server,
+                                 headers={"Authorization": f"Bearer {cluster.env['RAY_AUTH_TOKEN']}"})
+    job_id = client.submit_job(  # what `ray job submit --working-dir . -- python -m pdd sweep run ...` sends
+        entrypoint=f"python -m pdd sweep run {file} --storage {tmp_path}",
+        runtime_env={"working_dir": str(Path(__file__).resolve().parents[1]), "excludes": JOB_EXCLUDES})
+    deadline = time.monotonic() + 400
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, "the job did not end"
+        time.sleep(2)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    assert "Started a local Ray instance" not in logs, "the job's driver joined the cluster, not a Ray of its own"
+    rows = rows_of(tmp_path / "plain")
+    assert len(rows) == 2 + 2 and all(row["status"] == "ok" for row in rows), [row["reason"] for row in rows]
+
+
+@pytest.mark.ray
+def test_a_sweep_whose_trials_all_fail_ends_with_one_line_saying_where_their_errors_are(cluster, cifar_slice,
+                                                                                       tmp_path):
+    teacher = tmp_path / "corrupt.pt"
+    teacher.write_bytes(b"not a checkpoint")
+    body = "grid:\n  - {ipc: [1], pipc: [10, 50]}\nmethods:\n  pdd: {method: pdd, alpha: 0.1, gamma: 0.001}\n" \
+           "search: {trials: 1}\nconfirm: {subset_seeds: [0]}\n"
+    file = write_sweep(tmp_path / "doomed.yaml", "doomed", body, cifar_slice, teacher)
+    file.write_text(file.read_text().replace("max_failures: 2", "max_failures: 0"))
+    run = subprocess.run([sys.executable, "-m", "pdd", "sweep", "run", str(file), "--storage", str(tmp_path),
+                          "--address", cluster.address], env=cluster.env, capture_output=True, text=True, timeout=400)
+
+    root = tmp_path / "doomed"
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == (
+        f"2 trials failed after all retries: the reasons are in their rows (status failed) and in Tune's error "
+        f"files, {root}/_tune/sweep/*/error.txt")
+    assert "internal error" not in run.stderr and "Traceback" not in run.stdout
+    assert len(list(root.glob("_tune/sweep/*/error.txt"))) == 2
+    rows = rows_of(root)
+    assert sorted(row["pipc"] for row in rows) == [10, 50]
+    assert all(row["status"] == "failed" and row["reason"] for row in rows), rows

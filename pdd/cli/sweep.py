@@ -1,6 +1,7 @@
 """Commands for sweeps: run one on an embedded Ray or a cluster, submit it as a Ray job, follow it, resume it.
 
     pdd sweep run sweeps/smoke.yaml                        # embedded Ray on 127.0.0.1, shut down after
+    ray job submit --working-dir . -- python -m pdd sweep run sweeps/smoke.yaml --storage /shared   # its cluster
     pdd sweep submit sweeps/table1.yaml --address http://127.0.0.1:8265 --storage s3://bucket/pdd
     pdd sweep status results/smoke                         # or a job id
     pdd sweep resume results/smoke
@@ -34,7 +35,8 @@ app.add_typer(sweep_app, name="sweep")
 
 STORAGE_HELP = ("where sweep directories go: a path (on a cluster, one every node sees, e.g. NFS) or an s3:// URI "
                 "[env PDD_STORAGE; default results]")
-CLUSTER_HELP = "a running Ray cluster (host:port, or auto); default: an embedded Ray on 127.0.0.1 for this run"
+CLUSTER_HELP = ("a running Ray cluster (host:port, or auto) [env RAY_ADDRESS, which Ray sets for a job's driver]; "
+                "default: an embedded Ray on 127.0.0.1, with a token only this run knows")
 JOBS_HELP = "the cluster's job server (dashboard) address, e.g. http://127.0.0.1:8265 over an ssh tunnel"
 
 
@@ -76,21 +78,26 @@ def sweep_dir(target: str) -> str:
 
 
 def _execute(root: str, address: str | None, started_at: float) -> None:
-    from pdd.runner import driver, driver_log
+    from pdd.runner.session import cluster_environment  # before Ray's first import, which reads what it sets
 
-    made = driver.materials(root)
-    materials_ready = time.time()
-    if made.teacher_to_train is not None:
-        console.print("teacher: auto, and none is cached here: the first trial trains it, in one slot, while the "
-                      "trials that need no teacher run", style="dim")
-    outcome = driver.execute(root, made, address)
+    with cluster_environment(address) as cluster:
+        from pdd.runner import driver, driver_log
+
+        made = driver.materials(root)
+        materials_ready = time.time()
+        if made.teacher_to_train is not None:
+            console.print("teacher: auto, and none is cached here: the first trial trains it, in one slot, while "
+                          "the trials that need no teacher run", style="dim")
+        outcome = driver.execute(root, made, cluster)
     driver_log.save_driver_run(root, {"started_at": started_at, "ended_at": time.time(), "slots": outcome.slots,
-                                  "marks": {"materials_ready": materials_ready} | outcome.marks})
+                                      "marks": {"materials_ready": materials_ready} | outcome.marks})
     print_progress(root)
     for key in outcome.unconfirmed:
         console.print(f"[yellow]{key}: no search trial finished, so nothing was confirmed[/yellow]")
     if outcome.errored:
-        console.print(f"[red]{outcome.errored} trials failed after all retries; their rows hold the reason[/red]")
+        trials = "1 trial" if outcome.errored == 1 else f"{outcome.errored} trials"
+        console.print(f"{trials} failed after all retries: the reasons are in their rows (status failed) and in "
+                      f"Tune's error files, {driver.error_files(root)}", style="red", markup=False, soft_wrap=True)
         raise typer.Exit(1)
 
 

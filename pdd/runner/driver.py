@@ -50,8 +50,9 @@ def materials(root: str) -> Materials:
     return _sweep_teacher(spec, root, dataset)
 
 
-def execute(root: str, made: Materials, address: str | None = None) -> DriverResult:
-    """Run, or continue, the sweep stored at root as one Tune experiment. Finished trials are never rerun."""
+def execute(root: str, made: Materials, address: str | None) -> DriverResult:
+    """Run, or continue, the sweep stored at root as one Tune experiment on the cluster at address, or on the
+    embedded Ray (None) inside `session.cluster_environment`. Finished trials are never rerun."""
     spec = made.spec
     marks: dict[str, float] = {}
     with ray_session(address):
@@ -69,12 +70,16 @@ def execute(root: str, made: Materials, address: str | None = None) -> DriverRes
         marks["trials_started"] = time.time()
         results = _fit(spec, root, made)
         marks["trials_ended"] = time.time()
-    for result in results:
-        if result.error is not None and result.config.get("stage") == Stage.TEACHER:
-            raise SweepError(f"training the sweep's teacher failed, so no trial that needs it ran: {result.error}; "
-                             f"the other trials' rows are kept, and `pdd sweep resume` tries again")
+    if _teacher_trial_failed(root):  # from Tune's saved state: a result without a report has no config
+        raise SweepError(f"training the sweep's teacher failed, so no trial that needs it ran (its error is in "
+                         f"{error_files(root)}); the other trials' rows are kept, and `pdd sweep resume` tries again")
     unconfirmed = unconfirmed_studies(spec, read_results(rows_dir(root)).to_pylist())
-    return DriverResult(root, len(results.errors), unconfirmed, slots, marks)
+    return DriverResult(root, results.num_errors, unconfirmed, slots, marks)
+
+
+def error_files(root: str) -> str:
+    """Where Tune writes each failed trial's error (a glob)."""
+    return f"{root}/{TUNE_DIR}/{EXPERIMENT}/*/error.txt"
 
 
 def _check_fits(spec: SweepSpec) -> None:
@@ -129,8 +134,10 @@ def _fit(spec: SweepSpec, root: str, made: Materials) -> tune.ResultGrid:
         run_config = tune.RunConfig(
             name=EXPERIMENT, storage_path=f"{root}/{TUNE_DIR}",
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            # Each checkpoint holds every named state of its trial, so only the latest is worth its disk.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1)
+            # Each checkpoint holds every named state of its trial, so only the latest is worth its disk; but Tune
+            # deletes the one before it ahead of saving the experiment state that names the new one, and a driver
+            # killed in between was restored onto a deleted checkpoint. Keeping two closes that window.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1)
         tuner = tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=searcher.most_trials, reuse_actors=True))
     return tuner.fit()

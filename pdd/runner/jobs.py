@@ -17,7 +17,7 @@ JOB_EXCLUDES = [".venv", ".git", "results", "runs", "teachers", ".cache", "**/__
 def submit(root: str, address: str, project: Path) -> str:
     """Submit `pdd sweep resume ROOT` as a Ray job with the project as working_dir; returns the job id."""
     return _job_call(address, lambda client: client.submit_job(
-        entrypoint=f"python -m pdd sweep resume {shlex.quote(root)} --address auto",
+        entrypoint=f"python -m pdd sweep resume {shlex.quote(root)}",
         runtime_env={"working_dir": str(project), "excludes": JOB_EXCLUDES},
         metadata={"pdd_sweep": root}))
 
