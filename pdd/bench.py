@@ -32,6 +32,7 @@ from pdd.method_spec import SPECS, Terms
 from pdd.methods import synthetic_labels
 from pdd.models import ModelConfig, build_model
 from pdd.results import Stage
+from pdd.runtime import keep_freed_memory
 from pdd.sweep import SweepSpec
 
 SETTINGS: list[tuple[int, int | None]] = [(1, 10), (1, 50), (10, 50), (10, None)]
@@ -259,6 +260,7 @@ def bench_startup(source: str, teacher: Path | None, opts: Options, **data: Any)
 
 def run(opts: Options, data: str | None = None, teacher: Path | None = None) -> dict[str, Any]:
     """Every section; start-up only when a dataset is given (it decodes the real data once, cold)."""
+    keep_freed_memory()  # as every trial runs
     report: dict[str, Any] = {
         "device": str(opts.device), "precision": opts.precision, "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -24,7 +24,7 @@ from pdd.io import atomic_path
 if TYPE_CHECKING:
     from pdd.config import TrialConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Per-trial files (synthetic sets, grids, checkpoints) live beside the rows; the leading underscore makes
 # pyarrow, pandas, duckdb and polars skip them when they read the directory as one Parquet dataset.
 ARTIFACTS = "_artifacts"
@@ -64,6 +64,7 @@ SCHEMA = pa.schema([
     ("gamma", pa.float64()),
     ("init", pa.string()),
     ("budget", pa.string()),
+    ("protocol", pa.string()),          # how the set was judged: eval.protocol (paper | dc)
     ("seed", pa.int64()),
     ("subset_seed", pa.int64()),
     ("eval_seeds", _list(pa.int64())),
@@ -103,7 +104,7 @@ def trial_row(cfg: TrialConfig, trial_id: str, sweep_id: str, stage: Stage, stat
     now = datetime.now(UTC)
     return {"trial_id": trial_id, "sweep_id": sweep_id, "cell": cell_name(cfg.ipc, cfg.pipc), "stage": stage,
             "status": status, **{name: getattr(cfg, name) for name in CONFIG_COLUMNS}, "config": cfg.model_dump_json(),
-            "config_hash": cfg.hash(), "pdd_version": __version__,
+            "protocol": cfg.eval.protocol, "config_hash": cfg.hash(), "pdd_version": __version__,
             "finished_at": now.replace(microsecond=now.microsecond // 1000 * 1000)} | fields
 
 

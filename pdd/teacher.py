@@ -27,10 +27,12 @@ from pdd.evaluate import accuracy
 from pdd.hooks import CheckpointStore, DirStore, MemoryStore, NullReporter, Reporter
 from pdd.io import atomic_path
 from pdd.models import ModelConfig, build_model
+from pdd.runtime import keep_freed_memory
 
 
 def train_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.device,
                   reporter: Reporter = NullReporter(), store: CheckpointStore | None = None) -> dict[str, Any]:
+    keep_freed_memory()
     store = store or MemoryStore()  # a fresh one per call: a shared default would resume another teacher
     split = split_train_val(dataset.train_labels, cfg.data.val_per_class, cfg.data.split_seed,
                             classes=dataset.classes)

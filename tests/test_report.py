@@ -22,6 +22,7 @@ from pdd.report import build_report, render_terminal
 from pdd.report.figures import mean_spectrum, radial_profile
 from pdd.report.outcomes import read_sweep_results
 from pdd.report.render import md
+from pdd.results import SCHEMA_VERSION
 
 DASH = "—"
 SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹"
@@ -35,13 +36,14 @@ EXPECTED_MAIN = {
                   "DM": ("22.00 ± 0.97", False, "paper 22.42, Δ -0.42"),
                   "DSV (noise)": (DASH, "no trials of this method in this cell"),
                   "DSV (real)": (DASH, "no trials of this method in this cell"),
-                  "PDD": ("25.50 ± 0.71", True, "paper 25.53, Δ -0.03"),  # subset seed 2 failed: 6 models
+                  # subset seed 2 failed: 6 models; ▲: +4.00 over DM on both shared draws
+                  "PDD": ("25.50 ± 0.71 ▲", True, "paper 25.53, Δ -0.03"),
                   "random": ("15.00 ± 0.97", False, "")},
     ("1", "50"): {"ratio %": "1",
                   "DM": ("24.00 ± 0.97", False, "paper 24.42, Δ -0.42"),  # not the decoy's 30.00
                   "DSV (noise)": ("25.50 ± 0.97", False, "paper 25.30, Δ +0.20"),
                   "DSV (real)": ("17.00 ± 0.97", False, "paper 16.68, Δ +0.32"),
-                  "PDD": ("28.00 ± 0.97", True, "paper 28.20, Δ -0.20"),
+                  "PDD": ("28.00 ± 0.97 ▲", True, "paper 28.20, Δ -0.20"),  # +2.50 over DSV (noise) on each draw
                   "random": ("16.00 ± 0.97", False, "")},
     ("1", "all"): {"ratio %": "100",
                    "DM": (DASH, "no trials of this method in this cell"),
@@ -53,7 +55,7 @@ EXPECTED_MAIN = {
                    "DM": (DASH, "not confirmed yet: 6 search trials, 1 of them failed"),
                    "DSV (noise)": (DASH, "all 3 confirm trials failed: loss_stat is nan at iteration 40 | primal 2.31"),
                    "DSV (real)": ("36.00 ± 0.97", False, "paper 36.39, Δ -0.39"),
-                   "PDD": ("45.00 ± 0.97", True, "paper 44.51, Δ +0.49"),
+                   "PDD": ("45.00 ± 0.97 ▲", True, "paper 44.51, Δ +0.49"),
                    "random": (DASH, "no trials of this method in this cell")},
 }
 
@@ -219,7 +221,8 @@ def html(sweeps, tmp_path_factory) -> Path:
 def test_markdown_main_table_has_the_expected_cells_and_numbers(markdown):
     tables, notes = markdown_report(markdown.read_text())
     titles = [title for title, _ in tables]
-    assert titles == ["Test accuracy (%) beside the paper's Table 1", "Chosen configurations", "Trials per cell"]
+    assert titles == ["Test accuracy (%) beside the paper's Table 1", "Chosen configurations", "Trials per cell",
+                      "Paired over draws of T'"]
     check_main_table(tables[0][1], notes)
 
 
@@ -377,9 +380,10 @@ def test_newer_schema_gets_one_line(sweeps, capsys, tmp_path):
     directory = tmp_path / "newer"
     directory.mkdir()
     table = pq.read_table(next(sweeps[0].glob("*.parquet")))
-    pq.write_table(table.replace_schema_metadata({"pdd_schema_version": "2"}), directory / "row.parquet")
+    newer = SCHEMA_VERSION + 1
+    pq.write_table(table.replace_schema_metadata({"pdd_schema_version": str(newer)}), directory / "row.parquet")
     line = one_error_line(capsys, str(directory))
-    assert "schema v2" in line and "upgrade pdd" in line
+    assert f"schema v{newer}" in line and "upgrade pdd" in line
 
 
 def test_foreign_parquet_gets_one_line(capsys, tmp_path):
@@ -394,8 +398,17 @@ def test_missing_or_empty_directory_gets_one_line(capsys, tmp_path, make, fragme
     assert fragment in one_error_line(capsys, str(tmp_path / "sweep"))
 
 
+def test_the_paired_table_pairs_methods_on_the_draws_both_were_scored_on(sweeps):
+    paired = next(table for table in build_report([sweeps[0]]).sections[0].tables if table.id.endswith("paired"))
+    rows = {(row[0].text, row[1].text, row[2].text): [cell.text for cell in row[3:]] for row in paired.rows}
+    # PDD's draw 2 failed, so it meets DM on draws 0 and 1 only: +4.00 on each, although the pooled means (DM's
+    # including its draw 2) differ by 3.50; the fixture shifts every method alike per draw
+    assert rows["1", "10", "PDD − DM"] == ["2", "+4.00 (0), +4.00 (1)", "+4.00", "[+4.00, +4.00]", "2/2"]
+    assert rows["1", "all", "PDD − random"][2:] == ["+0.00", "[+0.00, +0.00]", "0/3"]  # a tie wins nothing
+
+
 def test_read_sweep_results_labels_dsv_by_init(sweeps):
-    sweep = read_sweep_results(sweeps[0])
+    [sweep] = read_sweep_results(sweeps[0])  # one protocol
     assert sweep.labels == ["DM", "DSV (noise)", "DSV (real)", "PDD", "random"]
 
 

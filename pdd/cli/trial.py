@@ -14,10 +14,13 @@ import typer
 from rich.table import Table
 
 from pdd.cli.common import RichReporter, app, console, load_config_file, merged, parse_pipc, progress_bars
-from pdd.config import DEFAULT_BUDGET, Budget, DataConfig, EvalConfig, TeacherConfig, TrialConfig
+from pdd.config import DEFAULT_BUDGET, Budget, DataConfig, EvalConfig, Protocol, TeacherConfig, TrialConfig
 from pdd.errors import PddError
 from pdd.method_spec import method_names, needs_teacher
 from pdd.results import Status
+
+PROTOCOL_HELP = ("how a set is judged: paper (SAM, lr 0.1, the paper's supplement) or dc (SGD lr 0.01, the DC/DM "
+                 "reference's evaluate_synset, as published DD numbers)")
 
 teacher_app = typer.Typer(no_args_is_help=True, help="Train or inspect the edge-model teacher.")
 app.add_typer(teacher_app, name="teacher")
@@ -33,7 +36,8 @@ def trial(
     init: str | None = typer.Option(None, help="noise or real (paper default by ipc)"),
     budget: Budget | None = typer.Option(None, help="iteration and epoch counts: smoke, cpu or paper"),
     iterations: int | None = typer.Option(None, help="distillation iterations (overrides the budget)"),
-    eval_epochs: int | None = typer.Option(None, help="SAM epochs per evaluation model"),
+    protocol: Protocol | None = typer.Option(None, help=PROTOCOL_HELP),
+    eval_epochs: int | None = typer.Option(None, help="training epochs per evaluation model"),
     eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
     seed: int | None = typer.Option(None, help="distillation seed"),
     precision: str | None = typer.Option(
@@ -55,7 +59,8 @@ def trial(
     pipc_value = parse_pipc(pipc)
     values = merged(load_config_file(config), method=method, ipc=ipc, alpha=alpha, gamma=gamma, init=init,
                     budget=budget, iterations=iterations, seed=seed, subset_seed=subset_seed, dsv_set=dsv_set,
-                    precision=precision, **{"eval.epochs": eval_epochs, "eval.seeds": eval_seeds,
+                    precision=precision, **{"eval.protocol": protocol, "eval.epochs": eval_epochs,
+                                            "eval.seeds": eval_seeds,
                                             "eval.precision": precision, "data.source": data})
     if pipc_value != "unset":
         values["pipc"] = pipc_value
@@ -83,7 +88,8 @@ def resolve_teacher(teacher: str | None, cfg: TrialConfig, device: str, reporter
 
 
 def print_row(row: dict[str, Any], results: Path) -> None:
-    table = Table(title=f"{row['method']}  {row['cell']}  ({row['budget']} budget)", show_header=False)
+    table = Table(title=f"{row['method']}  {row['cell']}  ({row['budget']} budget, {row['protocol']} protocol)",
+                  show_header=False)
     if row["status"] != Status.OK:
         table.add_row("status", f"[red]failed[/red]: {row['reason']}")
     else:
@@ -102,20 +108,21 @@ def _fmt(values: list[float]) -> str:
 def evaluate(
     path: Path = typer.Argument(..., help="a synthetic set: .pt tensor file or a folder of PNGs per class"),
     budget: Budget = typer.Option(DEFAULT_BUDGET, help="evaluation epochs and seeds: smoke, cpu or paper"),
-    eval_epochs: int | None = typer.Option(None, help="SAM epochs per evaluation model"),
+    protocol: Protocol = typer.Option("paper", help=PROTOCOL_HELP),
+    eval_epochs: int | None = typer.Option(None, help="training epochs per evaluation model"),
     eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
     precision: str | None = typer.Option(None, help="bf16: score val/test in bfloat16; fp32 forces the plain path"),
     data: str | None = typer.Option(None, help="the dataset to score on [env PDD_DATA]"),
     val_per_class: int | None = typer.Option(None, help="validation images per class (as the trial used)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
-    """Evaluate any synthetic set with the trial protocol (SAM training, val and test accuracy)."""
+    """Evaluate any synthetic set, e.g. a trial's saved one under another protocol, without distilling again."""
     from pdd.models import ModelConfig
     from pdd.synthetic import load_synthetic
     from pdd.trial import cached_dataset, resolve_device, score_on_dataset
 
-    eval_cfg = EvalConfig.model_validate(merged({"budget": budget}, epochs=eval_epochs, seeds=eval_seeds,
-                                                 precision=precision))
+    eval_cfg = EvalConfig.model_validate(merged({"budget": budget, "protocol": protocol}, epochs=eval_epochs,
+                                                 seeds=eval_seeds, precision=precision))
     data_cfg = DataConfig.model_validate(merged({}, source=data, val_per_class=val_per_class))
     target = resolve_device(device)
     dataset = cached_dataset(data_cfg.source)
@@ -128,7 +135,7 @@ def evaluate(
     stats = scored.summary()
     console.print(f"{path}: val {stats['val_mean']:.2f} ± {stats['val_std']:.2f}, "
                   f"test {stats['test_mean']:.2f} ± {stats['test_std']:.2f} "
-                  f"over {len(scored.seeds)} models ({budget} budget)")
+                  f"over {len(scored.seeds)} models ({protocol} protocol, {eval_cfg.epochs} epochs, {budget} budget)")
 
 
 @teacher_app.command("train")

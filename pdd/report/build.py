@@ -13,7 +13,16 @@ from pdd.paper import PAPER, PAPER_BUDGET
 from pdd.report.figures import figures
 from pdd.report.model import Footnotes, Report, Section
 from pdd.report.outcomes import Sweep, read_sweep_results
-from pdd.report.tables import Reference, configs_table, main_table, paper_reference, sweep_reference, trials_table
+from pdd.report.tables import (
+    Reference,
+    configs_table,
+    main_table,
+    no_reference,
+    paired_table,
+    paper_reference,
+    sweep_reference,
+    trials_table,
+)
 from pdd.results import Stage
 
 SOURCE = {
@@ -23,30 +32,55 @@ SOURCE = {
                  "trial` runs), not a confirmed sweep; each value pools the evaluation models of the config with the "
                  "best validation accuracy",
 }
+PROTOCOL_TEXT = {
+    "paper": "paper: each evaluation model trained with SAM (rho 0.001) over SGD lr 0.1, as the paper's supplement",
+    "dc": "dc: each evaluation model trained with plain SGD lr 0.01 as the DC/DM reference's evaluate_synset, the "
+          "protocol of published DM, DC, DSA, MTT and DD-Ranking numbers",
+}
 SELECTION = ("hyperparameters (α, γ, init) were chosen on validation accuracy (training images held out from the "
              "teacher and from T'), never on test accuracy, which is only reported")
 
 
 def build_report(directories: Sequence[str | Path]) -> Report:
-    sweeps = [read_sweep_results(directory) for directory in directories]
+    """A section per directory and protocol; the paper is the reference of the first directory's paper-protocol
+    section (its Table 1 was measured that way), and each later directory is set beside the first, protocol by
+    protocol."""
+    per_directory = [{sweep.protocol: sweep for sweep in read_sweep_results(directory)} for directory in directories]
     footnotes = Footnotes()
-    base = sweeps[0]
-    sections = [section(0, base, paper_reference, "Test accuracy (%) beside the paper's Table 1",
-                        f"the paper: {PAPER}", footnotes)]
-    sections += [section(index, sweep, sweep_reference(base), f"Test accuracy (%) with deltas to {base.name}",
-                         f"{base.directory} (Δ = this directory − that one)", footnotes)
-                 for index, sweep in enumerate(sweeps[1:], start=1)]
-    title = "pdd report: " + " vs ".join(sweep.name for sweep in sweeps)
+    base = per_directory[0]
+    sections = []
+    for protocol, sweep in base.items():
+        reference, compared = ((paper_reference, f"the paper: {PAPER}") if protocol == "paper" else
+                               (no_reference, "nothing: the paper's Table 1 was measured under the paper protocol"))
+        title = "Test accuracy (%) beside the paper's Table 1" if protocol == "paper" else \
+            f"Test accuracy (%), {protocol} protocol"
+        sections.append(section(len(sections), sweep, reference, title, compared, footnotes))
+    for later in per_directory[1:]:
+        for protocol, sweep in later.items():
+            first = base.get(protocol)
+            reference = no_reference if first is None else sweep_reference(first)
+            compared = (f"{first.directory}, {protocol} protocol (Δ = this directory − that one)" if first else
+                        f"nothing: {base_name(base)} has no {protocol}-protocol rows")
+            title = f"Test accuracy (%) with deltas to {base_name(base)}" + \
+                ("" if protocol == "paper" else f", {protocol} protocol")
+            sections.append(section(len(sections), sweep, reference, title, compared, footnotes))
+    title = "pdd report: " + " vs ".join(base_name(sweeps) for sweeps in per_directory)
     return Report(title, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), sections, footnotes)
+
+
+def base_name(sweeps: dict[str, Sweep]) -> str:
+    return next(iter(sweeps.values())).name
 
 
 def section(index: int, sweep: Sweep, reference: Reference, title: str, compared_with: str,
             footnotes: Footnotes) -> Section:
     tables = [main_table(sweep, reference, footnotes, f"s{index}-main", title),
               configs_table(sweep, footnotes, f"s{index}-configs"),
-              trials_table(sweep, footnotes, f"s{index}-trials")]
+              trials_table(sweep, footnotes, f"s{index}-trials"),
+              paired_table(sweep, f"s{index}-paired")]
     drawn, remarks = figures(sweep, prefix=f"{index}-")
-    return Section(sweep.name, provenance(sweep, compared_with), tables, drawn, remarks)
+    return Section(f"{sweep.name}, {sweep.protocol} protocol", provenance(sweep, compared_with), tables, drawn,
+                   remarks)
 
 
 def provenance(sweep: Sweep, compared_with: str) -> list[tuple[str, str]]:
@@ -56,6 +90,7 @@ def provenance(sweep: Sweep, compared_with: str) -> list[tuple[str, str]]:
         ("Results", str(sweep.directory)),
         ("Sweep", ", ".join(sweep.values("sweep_id"))),
         ("Budget", ", ".join(sweep.values("budget"))),
+        ("Protocol", PROTOCOL_TEXT.get(sweep.protocol, sweep.protocol)),
         ("Budget against the paper", budget_against_paper(staged)),
         ("Dataset", ", ".join(sweep.values("dataset_name")) or "not recorded"),
         ("Commit", ", ".join(commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
@@ -82,7 +117,7 @@ def budget_against_paper(rows: list[dict]) -> str:
     models = ", ".join(str(n) for n in sorted({config["eval"]["seeds"] for config in configs}))
     subsets = len({row["subset_seed"] for row in rows})
     return (f"distillation iterations: {per_method} (paper: {PAPER_BUDGET['iterations']}); "
-            f"SAM evaluation epochs: {epochs} (paper: {PAPER_BUDGET['eval_epochs']}); "
+            f"evaluation epochs: {epochs} (paper: {PAPER_BUDGET['eval_epochs']}); "
             f"evaluation models per synthetic set: {models} (paper: {PAPER_BUDGET['eval_models']}), "
             f"over {subsets} draw(s) of T'")
 

@@ -59,6 +59,11 @@ class CellResult:
         return [acc for row in self.chosen for acc in row["val_acc"]]
 
     @property
+    def per_draw(self) -> dict[int, float]:
+        """Test mean per subset seed (draw of T') of the chosen config: what paired comparisons pair on."""
+        return {row["subset_seed"]: row["test_mean"] for row in self.chosen}
+
+    @property
     def subset_means(self) -> list[float]:
         """One test mean per chosen row, i.e. per subset seed: how much the draw of T' moves the result."""
         return [row["test_mean"] for row in self.chosen]
@@ -95,7 +100,10 @@ class CellResult:
 
 @dataclass
 class Sweep:
+    """The rows of one results directory scored under one evaluation protocol."""
+
     directory: Path
+    protocol: str
     rows: list[Row]
     stage: Stage
     results: dict[tuple[CellKey, str], CellResult]
@@ -132,18 +140,27 @@ def failure_reasons(rows: list[Row], limit: int = 160) -> str:
     return "; ".join(reasons)
 
 
-def read_sweep_results(directory: str | Path) -> Sweep:
-    """Read a results directory and choose, per cell and method, the config the main table reports."""
+def read_sweep_results(directory: str | Path) -> list[Sweep]:
+    """Read a results directory and choose, per protocol, cell and method, the config the main table reports.
+
+    One Sweep per evaluation protocol, the paper's first: numbers from two protocols are never pooled or compared.
+    """
     directory = Path(directory)
     rows = sorted(read_results(directory).to_pylist(), key=lambda row: row["trial_id"])
     if not rows:
         raise ResultsError(f"no results in {directory} (no .parquet files)")
+    protocols = sorted({row["protocol"] for row in rows}, key=lambda protocol: (protocol != "paper", protocol))
+    return [_sweep(directory, [row for row in rows if row["protocol"] == protocol], protocol)
+            for protocol in protocols]
+
+
+def _sweep(directory: Path, rows: list[Row], protocol: str) -> Sweep:
     stage = Stage.CONFIRM if any(row["stage"] == Stage.CONFIRM for row in rows) else Stage.TRIAL
     grouped: dict[tuple[CellKey, str], list[Row]] = defaultdict(list)
     for row in rows:
         grouped[(row["ipc"], row["pipc"]), method_label(row["method"], row["init"])].append(row)
     results = {key: CellResult(key[0], key[1], group, stage, choose(group, stage)) for key, group in grouped.items()}
-    return Sweep(directory, rows, stage, results)
+    return Sweep(directory, protocol, rows, stage, results)
 
 
 def choose(rows: list[Row], stage: Stage) -> list[Row]:

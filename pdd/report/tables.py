@@ -11,6 +11,7 @@ from pdd.paper import TRAIN_IMAGES_PER_CLASS, paper_value
 from pdd.report.model import Footnotes, Table, TableCell
 from pdd.report.outcomes import STAGE_ORDER, CellKey, CellResult, Sweep, failure_reasons, stage_trials
 from pdd.results import Status
+from pdd.stats import Paired, paired
 
 DASH = "—"
 
@@ -23,6 +24,10 @@ def paper_reference(cell: CellKey, label: str) -> tuple[str, float] | None:
     return None if value is None else ("paper", value[0])
 
 
+def no_reference(cell: CellKey, label: str) -> None:
+    return None
+
+
 def sweep_reference(base: Sweep) -> Reference:
     """Another sweep's values as the reference, for `pdd report A B`."""
     def reference(cell: CellKey, label: str) -> tuple[str, float] | None:
@@ -32,21 +37,34 @@ def sweep_reference(base: Sweep) -> Reference:
 
 
 def main_table(sweep: Sweep, reference: Reference, footnotes: Footnotes, table_id: str, title: str) -> Table:
-    """Rows ipc × pipc, a column per method; mean ± std of test accuracy, the best of each row in bold."""
+    """Rows ipc × pipc, a column per method; mean ± std of test accuracy, the best of each row in bold, and ▲ where
+    the best beats the row's runner-up on every paired test over shared draws (interval above 0)."""
     datasets = sweep.values("dataset_name")
     rows = []
     for cell in sweep.cells:
         results = [sweep.result(cell, label) for label in sweep.labels]
         # Compare what is shown: two methods that print the same mean are both best.
-        best = max((round(mean_std(o.test)[0], 2) for o in results if o.test), default=None)
+        best = max((round(mean_std(r.test)[0], 2) for r in results if r.test), default=None)
         rows.append([*cell_heads(cell), ratio_cell(cell[1], datasets),
-                     *(accuracy_cell(result, best, reference, footnotes) for result in results)])
-    caption = (f"Test accuracy (%) of the chosen config: mean ± std over all its evaluation models "
-               f"({sweep.stage} stage). Bold: the best of the row.")
+                     *(accuracy_cell(result, best, significant_win(result, results), reference, footnotes)
+                       for result in results)])
+    caption = (f"Test accuracy (%) of the chosen config under the {sweep.protocol} protocol: mean ± std over all its "
+               f"evaluation models ({sweep.stage} stage). Bold: the best of the row. ▲: the best beats the row's "
+               f"runner-up, paired over the draws of T' with a 95% interval above 0 (see the paired table).")
     return Table(table_id, title, ["ipc", "pipc", "ratio %", *sweep.labels], rows, caption)
 
 
-def accuracy_cell(result: CellResult, best: float | None, reference: Reference, footnotes: Footnotes) -> TableCell:
+def significant_win(result: CellResult, row: list[CellResult]) -> bool:
+    """Whether result has the row's best mean and its paired interval against the runner-up lies above 0."""
+    ranked = sorted((r for r in row if r.test), key=lambda r: mean_std(r.test)[0], reverse=True)
+    if len(ranked) < 2 or ranked[0] is not result:
+        return False
+    comparison = paired(result.per_draw, ranked[1].per_draw)
+    return comparison is not None and comparison.low > 0
+
+
+def accuracy_cell(result: CellResult, best: float | None, win: bool, reference: Reference,
+                  footnotes: Footnotes) -> TableCell:
     if not result.test:
         return missing(result, footnotes)
     mean, std = mean_std(result.test)
@@ -57,7 +75,38 @@ def accuracy_cell(result: CellResult, best: float | None, reference: Reference, 
                            f"out of the mean): {failure_reasons(failed)}")] if failed else []
     ref = reference(result.cell, result.label)
     note = "" if ref is None else f"{ref[0]} {ref[1]:.2f}, Δ {round(shown - ref[1], 2) or 0.0:+.2f}"
-    return TableCell(f"{mean:.2f} ± {std:.2f}", bold=shown == best, note=note, footnotes=notes, sort=mean)
+    return TableCell(f"{mean:.2f} ± {std:.2f}" + (" ▲" if win else ""), bold=shown == best, note=note,
+                     footnotes=notes, sort=mean)
+
+
+def paired_table(sweep: Sweep, table_id: str) -> Table:
+    """Every two methods of a cell scored on shared draws of T': A − B per draw, its mean, 95% interval, signs."""
+    headers = ["ipc", "pipc", "A − B", "draws", "per draw (subset seeds)", "mean", "95% interval", "A wins"]
+    rows = []
+    for cell in sweep.cells:
+        scored = [sweep.result(cell, label) for label in sweep.labels if sweep.result(cell, label).per_draw]
+        ranked = sorted(scored, key=lambda r: mean_std(r.test)[0], reverse=True)
+        for k, a in enumerate(ranked):
+            for b in ranked[k + 1:]:
+                comparison = paired(a.per_draw, b.per_draw)
+                if comparison is not None:
+                    rows.append([*cell_heads(cell), TableCell(f"{a.label} − {b.label}", sort=f"{a.label} {b.label}"),
+                                 *paired_cells(comparison)])
+    caption = (f"Paired differences of test accuracy ({sweep.protocol} protocol): for each draw of T' (subset seed) "
+               f"both were scored on, the difference of the two configs' test means; the interval is the paired t "
+               f"interval of the mean difference (none with one draw). Bold: an interval that excludes 0.")
+    return Table(table_id, "Paired over draws of T'", headers, rows, caption)
+
+
+def paired_cells(comparison: Paired) -> list[TableCell]:
+    per_draw = ", ".join(f"{d:+.2f} ({seed})" for seed, d in zip(comparison.seeds, comparison.differences,
+                                                                 strict=True))
+    no_interval = math.isnan(comparison.low)
+    interval = DASH if no_interval else f"[{comparison.low:+.2f}, {comparison.high:+.2f}]"
+    return [count_cell(comparison.draws), TableCell(per_draw),
+            TableCell(f"{comparison.mean:+.2f}", bold=comparison.significant, sort=comparison.mean),
+            TableCell(interval, bold=comparison.significant, sort=None if no_interval else comparison.low),
+            TableCell(f"{comparison.wins}/{comparison.draws}", sort=comparison.wins)]
 
 
 def configs_table(sweep: Sweep, footnotes: Footnotes, table_id: str) -> Table:
