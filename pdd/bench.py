@@ -12,6 +12,7 @@ of L_stat about twice the first backward.
 
 from __future__ import annotations
 
+import platform
 import statistics
 import tempfile
 import time
@@ -20,10 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from pdd.config import EvalConfig, TrialConfig, pipc_text
+from pdd import augment
+from pdd.config import EDGE_MODEL, EvalConfig, TeacherConfig, TrialConfig, pipc_text
+from pdd.data import ImageDataset
 from pdd.distill import Problem, distill
 from pdd.errors import PddError
 from pdd.evaluate import SAM, accuracy
@@ -34,6 +39,7 @@ from pdd.models import ModelConfig, build_model
 from pdd.results import Stage
 from pdd.runtime import keep_freed_memory
 from pdd.sweep import SweepSpec
+from pdd.teacher import save_teacher
 
 SETTINGS: list[tuple[int, int | None]] = [(1, 10), (1, 50), (10, 50), (10, None)]
 TERMS = {"dm": SPECS["dm"].runs[0], "pdd": SPECS["pdd"].runs[0]}
@@ -202,6 +208,7 @@ def interleaved_distill(opts: Options) -> list[dict[str, Any]]:
 
 
 def bench_sam_step(ipc: int, opts: Options) -> dict[str, Any]:
+    """One SAM step on a batch of the set, DSA included, as evaluation trains (pdd.evaluate)."""
     cfg = EvalConfig(budget="smoke")
     batch = min(cfg.batch, NUM_CLASSES * ipc)
     generator = torch.Generator().manual_seed(0)
@@ -212,7 +219,8 @@ def bench_sam_step(ipc: int, opts: Options) -> dict[str, Any]:
     y = torch.arange(batch, device=opts.device) % NUM_CLASSES
 
     def step() -> None:
-        sam.step(lambda: F.cross_entropy(model(x), y))
+        augmented = augment.augment(x, generator, siamese=False)
+        sam.step(lambda: F.cross_entropy(model(augmented), y))
 
     ms = median_ms(lambda: _synced(opts.device, step), repeats=opts.iterations, warmup=opts.warmup)
     flops = sam_step_flops(batch, ModelConfig())
@@ -258,16 +266,84 @@ def bench_startup(source: str, teacher: Path | None, opts: Options, **data: Any)
     return {"cold_seconds": cold, "warm_seconds": warm}
 
 
+TRIAL_SETTINGS: list[tuple[int, int]] = [(1, 10), (1, 50), (10, 50)]
+TRIAL_VAL_PER_CLASS, TRIAL_TEST_PER_CLASS = 10, 10
+
+
+def generated_image_folder(root: Path, train_per_class: int, seed: int = 0) -> Path:
+    """An ImageFolder tree of random PNGs: a trial's speed does not depend on what the pixels show."""
+    generator = np.random.default_rng(seed)
+    for split, count in (("train", train_per_class), ("test", TRIAL_TEST_PER_CLASS)):
+        for label in range(NUM_CLASSES):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(count):
+                pixels = generator.integers(0, 256, (SIZE, SIZE, CHANNELS), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{k:04d}.png")
+    return root
+
+
+def random_teacher(path: Path, dataset: ImageDataset) -> Path:
+    """An untrained edge model saved as a teacher of this dataset: DKKT costs the same whatever its weights."""
+    model = build_model(EDGE_MODEL, dataset.channels, dataset.num_classes, dataset.image_size,
+                        torch.Generator().manual_seed(0))
+    meta = {"dataset_hash": dataset.content_hash, "dataset_name": dataset.name, "model": EDGE_MODEL.model_dump(),
+            "weight_decay": TeacherConfig().weight_decay}
+    save_teacher(path, {"state_dict": model.state_dict(), "meta": meta})
+    return path
+
+
+def bench_trials(opts: Options, iterations: int = 30, epochs: int = 6) -> list[dict[str, Any]]:
+    """Whole `run_trial` calls on generated data with a random teacher, timed as their rows record them, beside
+    what the component figures predict for the same work (the `components` key of each entry is filled by run)."""
+    from pdd.trial import TrialOptions, cached_dataset, forget_datasets, run_trial
+
+    figures = []
+    with tempfile.TemporaryDirectory(prefix="pdd-bench-") as scratch:
+        root = Path(scratch)
+        source = generated_image_folder(root / "data", max(pipc for _, pipc in TRIAL_SETTINGS) + TRIAL_VAL_PER_CLASS)
+        dataset = cached_dataset(str(source), root / "cache")
+        teacher = random_teacher(root / "teacher.pt", dataset)
+        for ipc, pipc in TRIAL_SETTINGS:
+            for method in TERMS:
+                cfg = TrialConfig(method=method, ipc=ipc, pipc=pipc, init="noise", budget="smoke",
+                                  iterations=iterations, precision=opts.precision,
+                                  eval={"epochs": epochs, "seeds": 1, "precision": opts.precision},
+                                  data={"source": str(source), "val_per_class": TRIAL_VAL_PER_CLASS})
+                row = run_trial(cfg, TrialOptions(results=root / "results", teacher=teacher, device=str(opts.device),
+                                                  cache_dir=root / "cache"))
+                figures.append({"method": method, "ipc": ipc, "pipc": pipc_text(pipc), "iterations": iterations,
+                                "epochs": epochs, "ms_per_iteration": 1000 * row["seconds_distill"] / iterations,
+                                "ms_per_epoch": 1000 * row["seconds_evaluate"] / epochs})
+        forget_datasets()
+    return figures
+
+
+def compare_trials(report: dict[str, Any]) -> None:
+    """Each whole-trial figure beside the component figure for the same step, and their ratio."""
+    distill = {(row["method"], row["ipc"], row["pipc"]): row["ms_per_iteration"] for row in report["distill"]}
+    sam = {row["ipc"]: row["ms_per_step"] for row in report["sam_step"]}
+    for row in report["trials"]:
+        component = distill[row["method"], row["ipc"], row["pipc"]]
+        # An epoch over ipc x 10 images is one SAM step per batch of 256; the scoring after training is outside.
+        steps = -(-row["ipc"] * NUM_CLASSES // EvalConfig(budget="smoke").batch)
+        row["components"] = {"ms_per_iteration": component, "ms_per_epoch": steps * sam[row["ipc"]]}
+        row["trial_over_components"] = {"iteration": row["ms_per_iteration"] / component,
+                                        "epoch": row["ms_per_epoch"] / (steps * sam[row["ipc"]])}
+
+
 def run(opts: Options, data: str | None = None, teacher: Path | None = None) -> dict[str, Any]:
     """Every section; start-up only when a dataset is given (it decodes the real data once, cold)."""
     keep_freed_memory()  # as every trial runs
     report: dict[str, Any] = {
-        "device": str(opts.device), "precision": opts.precision, "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        "device": str(opts.device), "cpu": cpu_name(), "precision": opts.precision,
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
         "distill": interleaved_distill(opts),
         "sam_step": [bench_sam_step(ipc, opts) for ipc in (1, 10, 50)],
         "test_pass": bench_test_pass(opts),
+        "trials": bench_trials(opts),
     }
+    compare_trials(report)
     if data is not None:
         report["startup"] = bench_startup(data, teacher, opts)
     # Last: on the 2-core CPU, the distillation figure timed right after these large matmuls came out about twice
@@ -282,3 +358,13 @@ def run(opts: Options, data: str | None = None, teacher: Path | None = None) -> 
             row["ceiling_gflops"] = rates[dtype]
             row["fraction_of_ceiling"] = row["achieved_gflops"] / rates[dtype]
     return report
+
+
+def cpu_name() -> str:
+    """The processor's model name, which every benchmark states (machines differ from session to session)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown"
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return f"{names[0]} x {len(names)}" if names else platform.processor() or "unknown"

@@ -40,3 +40,23 @@ def test_each_distillation_figure_is_its_median_round(monkeypatch):
     assert len(figures) == len(bench.SETTINGS) * len(bench.TERMS) == 8
     assert [row["ms_per_iteration"] for row in figures] == [200.0 + k for k in range(8)]
     assert figures[0]["ms_per_iteration_by_round"] == [500.0, 100.0, 200.0]
+
+
+def test_whole_trials_are_timed_from_their_rows_and_set_beside_the_component_figures(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(bench, "TRIAL_SETTINGS", [(1, 10)])
+    trials = bench.bench_trials(Options(device=torch.device("cpu"), precision="bf16"), iterations=2, epochs=1)
+    assert [(row["method"], row["ipc"], row["pipc"]) for row in trials] == [("dm", 1, "10"), ("pdd", 1, "10")]
+    assert all(row["ms_per_iteration"] > 0 and row["ms_per_epoch"] > 0 for row in trials)
+    report = {"trials": trials, "sam_step": [{"ipc": 1, "ms_per_step": 10.0}],
+              "distill": [{"method": "dm", "ipc": 1, "pipc": "10", "ms_per_iteration": 50.0},
+                          {"method": "pdd", "ipc": 1, "pipc": "10", "ms_per_iteration": 80.0}]}
+    bench.compare_trials(report)
+    dm = report["trials"][0]
+    assert dm["components"] == {"ms_per_iteration": 50.0, "ms_per_epoch": 10.0}  # 10 images: one SAM step an epoch
+    assert dm["trial_over_components"]["iteration"] == pytest.approx(dm["ms_per_iteration"] / 50.0)
+
+
+def test_the_benchmark_names_the_cpu_it_ran_on():
+    assert bench.cpu_name() and bench.cpu_name() != "unknown"

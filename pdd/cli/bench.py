@@ -56,7 +56,7 @@ def bench(
 
 def print_report(report: dict) -> None:
     rates = report["matmul_gflops"]
-    console.print(f"{report['device']}, {report['threads']} threads, torch {report['torch']}, "
+    console.print(f"{report['device']} ({report['cpu']}), {report['threads']} threads, torch {report['torch']}, "
                   f"precision {report['precision']}; matmul {rates['fp32']:.0f} GFLOP/s fp32, "
                   f"{rates['bf16']:.0f} GFLOP/s bf16")
     precision = report["precision"]
@@ -75,6 +75,14 @@ def print_report(report: dict) -> None:
     test = report["test_pass"]
     console.print(f"test pass: {test['images_per_second']:.0f} images/s "
                   f"({test['fraction_of_ceiling']:.0%} of the {precision} ceiling)")
+    trials = Table("method", "ipc", "pipc", "ms/iter", "component", "ratio", "ms/epoch", "component", "ratio",
+                   title="Whole trials (run_trial on generated data) against the component figures")
+    for row in report["trials"]:
+        parts, ratio = row["components"], row["trial_over_components"]
+        trials.add_row(row["method"], str(row["ipc"]), row["pipc"], f"{row['ms_per_iteration']:.0f}",
+                       f"{parts['ms_per_iteration']:.0f}", f"{ratio['iteration']:.2f}", f"{row['ms_per_epoch']:.0f}",
+                       f"{parts['ms_per_epoch']:.0f}", f"{ratio['epoch']:.2f}")
+    console.print(trials)
     if "startup" in report:
         start = report["startup"]
         console.print(f"trial start-up to first iteration: {start['warm_seconds']:.2f} s warm, "
