@@ -134,4 +134,5 @@ def write_synthetic_sets(directory: Path, rows: list[dict[str, Any]]) -> None:
         else:
             path = directory / ARTIFACTS / row["trial_id"] / "synthetic.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"images": images[label], "labels": labels, "meta": {"classes": CLASSES}}, path)
+        meta = {"classes": CLASSES, "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
+        torch.save({"images": images[label], "labels": labels, "meta": meta}, path)

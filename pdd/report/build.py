@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pdd.paper import PAPER, PAPER_BUDGET
+from pdd.paper import DATASET, PAPER, PAPER_BUDGET
 from pdd.report.figures import figures
 from pdd.report.model import Footnotes, Report, Section
 from pdd.report.outcomes import CONFIRM, TRIAL, Sweep, load_sweep
 from pdd.report.tables import Reference, configs_table, main_table, paper_reference, sweep_reference, trials_table
+from pdd.sources import dataset_named
 
 SOURCE = {
     CONFIRM: "the confirm stage ({rows} rows over subset seeds {subset_seeds}); each value pools the test accuracies "
@@ -29,8 +30,15 @@ def build_report(directories: Sequence[str | Path]) -> Report:
     sweeps = [load_sweep(directory) for directory in directories]
     footnotes = Footnotes()
     base = sweeps[0]
-    sections = [section(0, base, paper_reference, "Test accuracy (%) beside the paper's Table 1",
-                        f"the paper: {PAPER}", footnotes)]
+    datasets = base.values("dataset_name")
+    dataset = dataset_named(datasets)
+    if dataset is not None and dataset.key == DATASET:
+        title, compared_with = "Test accuracy (%) beside the paper's Table 1", f"the paper: {PAPER}"
+    else:
+        shown = ", ".join(datasets) or "an unrecorded dataset"
+        title = f"Test accuracy (%) on {shown}"
+        compared_with = f"nothing: the paper ({PAPER}) reports no numbers on {shown}"
+    sections = [section(0, base, paper_reference(datasets), title, compared_with, footnotes)]
     sections += [section(index, sweep, sweep_reference(base), f"Test accuracy (%) with deltas to {base.name}",
                          f"{base.directory} (Δ = this directory − that one)", footnotes)
                  for index, sweep in enumerate(sweeps[1:], start=1)]

@@ -18,11 +18,12 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as Canvas
 
-from pdd.data import denormalize
+from pdd.data import Normalization
 from pdd.paper import paper_value
 from pdd.report.model import Figure
 from pdd.report.outcomes import CellKey, Outcome, Row, Sweep, cell_order, cell_text, mean_std
 from pdd.results import ARTIFACTS
+from pdd.sources import dataset_named
 
 FIGURE_CELL: CellKey = (1, 50)  # the paper's Fig. 2 shows ipc 1, pipc 50
 SPECTRUM_LABELS = ("DSV (noise)", "DSV (real)", "DM", "PDD")
@@ -104,6 +105,8 @@ def accuracy_vs_pipc(sweep: Sweep) -> tuple[str, Canvas]:
     pipcs = sorted({o.cell[1] for o in outcomes}, key=lambda pipc: cell_order((0, pipc)))
     ipcs = sorted({o.cell[0] for o in outcomes})
     colours = {ipc: f"C{i}" for i, ipc in enumerate(ipcs)}
+    dataset = dataset_named(sweep.values("dataset_name"))
+    key = dataset.key if dataset else None
     canvas = Canvas(figsize=(min(3.2 * len(labels), 13), 3.2), layout="constrained")
     axes = canvas.subplots(1, len(labels), sharey=True, squeeze=False)[0]
     for ax, label in zip(axes, labels, strict=True):
@@ -113,7 +116,7 @@ def accuracy_vs_pipc(sweep: Sweep) -> tuple[str, Canvas]:
             if ours:
                 x, mean, std = zip(*sorted(ours), strict=True)
                 ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, color=colours[ipc], label=f"ipc {ipc}")
-            paper = [(i, value[0]) for i, pipc in enumerate(pipcs) if (value := paper_value(ipc, pipc, label))]
+            paper = [(i, value[0]) for i, pipc in enumerate(pipcs) if (value := paper_value(key, ipc, pipc, label))]
             if paper:
                 ax.plot(*zip(*paper, strict=True), linestyle="--", marker="x", color=colours[ipc], alpha=0.6)
         ax.set_xticks(range(len(pipcs)), ["all" if pipc is None else str(pipc) for pipc in pipcs])
@@ -197,11 +200,13 @@ def load_set(row: Row, directory: Path) -> SyntheticSet | None:
             continue
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-            images, labels = payload["images"], payload["labels"]
+            images, labels, meta = payload["images"], payload["labels"], payload["meta"]
+            # The trial recorded the dataset's statistics: pixels are shown as the dataset has them.
+            normalization = Normalization(tuple(meta["mean"]), tuple(meta["std"]))
+            pixels = normalization.denormalize(images.float()).numpy()
         except Exception:  # torch raises many types for a foreign or truncated file; try the next place
             continue
-        classes = payload.get("meta", {}).get("classes")
-        return SyntheticSet(denormalize(images.float()).numpy(), labels.numpy(), classes)
+        return SyntheticSet(pixels, labels.numpy(), meta.get("classes"))
     return None
 
 

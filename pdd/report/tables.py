@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from pdd.paper import TRAIN_IMAGES_PER_CLASS, paper_value
+from pdd.paper import paper_value
 from pdd.report.model import Footnotes, Table, TableCell
 from pdd.report.outcomes import STAGE_ORDER, CellKey, Outcome, Sweep, failure_reasons, mean_std, stage_trials
+from pdd.sources import dataset_named
 
 DASH = "—"
 
@@ -15,9 +16,15 @@ DASH = "—"
 Reference = Callable[[CellKey, str], tuple[str, float] | None]
 
 
-def paper_reference(cell: CellKey, label: str) -> tuple[str, float] | None:
-    value = paper_value(cell[0], cell[1], label)
-    return None if value is None else ("paper", value[0])
+def paper_reference(datasets: list[str]) -> Reference:
+    """The paper's Table 1 as the reference for rows on these datasets: no value unless they are its dataset."""
+    dataset = dataset_named(datasets)
+    key = dataset.key if dataset else None
+
+    def reference(cell: CellKey, label: str) -> tuple[str, float] | None:
+        value = paper_value(key, cell[0], cell[1], label)
+        return None if value is None else ("paper", value[0])
+    return reference
 
 
 def sweep_reference(base: Sweep) -> Reference:
@@ -38,8 +45,8 @@ def main_table(sweep: Sweep, reference: Reference, footnotes: Footnotes, table_i
         best = max((round(mean_std(o.test)[0], 2) for o in outcomes if o.test), default=None)
         rows.append([*cell_heads(cell), ratio_cell(cell[1], datasets),
                      *(accuracy_cell(outcome, best, reference, footnotes) for outcome in outcomes)])
-    caption = (f"Test accuracy (%) of the chosen config: mean ± std over all its evaluation models "
-               f"({sweep.stage} stage). Bold: the best of the row.")
+    caption = (f"Test accuracy (%) on {', '.join(datasets) or 'an unrecorded dataset'} of the chosen config: mean ± "
+               f"std over all its evaluation models ({sweep.stage} stage). Bold: the best of the row.")
     return Table(table_id, title, ["ipc", "pipc", "ratio %", *sweep.labels], rows, caption)
 
 
@@ -128,9 +135,9 @@ def ratio_percent(pipc: int | None, datasets: list[str]) -> float | None:
     """pipc as a share of a class's training images, as Table 1's ratio column; None for an unknown dataset."""
     if pipc is None:
         return 100.0
-    counts = [count for prefix, count in TRAIN_IMAGES_PER_CLASS.items()
-              if datasets and all(name.startswith(prefix) for name in datasets)]
-    return 100 * pipc / counts[0] if counts else None
+    dataset = dataset_named(datasets)
+    per_class = dataset.train_per_class if dataset else None
+    return None if per_class is None else 100 * pipc / per_class
 
 
 def count_cell(count: int) -> TableCell:
