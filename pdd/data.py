@@ -18,10 +18,11 @@ the dataset a known copy holds (KNOWN_NAMES), else the mean and std of its train
 cached with the pixels.
 
 Decoded images are cached as uint8 tensors in ``<cache>/images-<sha256>.pt``, keyed by the sha256 of the source's
-content, so an edited dataset never reuses stale pixels. Hashing the content costs about as much as reading it,
-so the hash is memoised in ``<cache>/content-hashes.json`` under a cheap stat signature (sizes and mtimes) of the
-source; a warm load is then a few stats plus a memory-mapped ``torch.load``. The cache dir is the ``cache_dir``
-argument, else ``$PDD_CACHE``, else ``~/.cache/pdd``.
+content, so an edited dataset never reuses stale pixels; a source that reads the same bytes as a named dataset
+(its class names and statistics) adds that name, ``images-<sha256>-<name>.pt``. Hashing the content costs about
+as much as reading it, so the hash is memoised in ``<cache>/content-hashes.json`` under a cheap stat signature
+(sizes and mtimes) of the source; a warm load is then a few stats plus a memory-mapped ``torch.load``. The cache
+dir is the ``cache_dir`` argument, else ``$PDD_CACHE``, else ``~/.cache/pdd``.
 
 All randomness (split, subset) comes from local ``torch.Generator``s seeded by the caller; the global RNG is
 never touched.
@@ -178,7 +179,7 @@ def load_dataset(source: str | os.PathLike, cache_dir: Path | None = None) -> Im
         raise DataError(f"cannot create cache dir {cache}: {_one_line(e)}; set PDD_CACHE to a writable dir") from e
     src = _open_source(source, cache)
     digest = _content_hash(src, cache)
-    cache_file = cache / f"images-{digest}.pt"
+    cache_file = cache / f"images-{digest}{'-' if src.reading else ''}{src.reading}.pt"
     payload = _read_cache(cache_file)
     if payload is None:
         payload = src.decode()
@@ -210,6 +211,7 @@ class _Source(Protocol):
     name: str
     key: str  # identity of the source in the hash index, so that an edited source replaces its old entry
     normalization: Normalization | None  # None: computed from the training split
+    reading: str  # the named dataset whose facts it applies to the bytes (pdd.sources key), "" for none
 
     def stat_signature(self) -> str:
         """Cheap to compute; changes whenever the content may have changed."""
@@ -299,6 +301,7 @@ class _ArchiveSource:
         self.path = path
         self.name = _human_name(path.name, strip=ARCHIVE_SUFFIXES)
         self.key = f"archive:{path}"
+        self.reading = _known_key(path.name)
         self.normalization = _known_normalization(path.name)
 
     def stat_signature(self) -> str:
@@ -366,6 +369,7 @@ class _FolderSource:
         self.path = path
         self.name = _human_name(path.name)
         self.key = f"folder:{path}"
+        self.reading = _known_key(path.name)
         self.normalization = _known_normalization(path.name)
 
     def _files(self) -> dict[str, dict[str, list[os.DirEntry[str]]]]:
@@ -442,11 +446,16 @@ def _human_name(filename: str, strip: Sequence[str] = ()) -> str:
     return stem if known is None else known[0]
 
 
+def _known_key(filename: str) -> str:
+    known = _known(filename)
+    return "" if known is None else known[1]
+
+
 def _known_normalization(filename: str) -> Normalization | None:
     from pdd.sources import SOURCES
 
-    known = _known(filename)
-    return None if known is None else SOURCES[known[1]].normalization
+    key = _known_key(filename)
+    return SOURCES[key].normalization if key else None
 
 
 def _decode_tree(tree: _Tree, where: str) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def _read_idx(path: Path) -> np.ndarray:
     offset = 4 + 4 * rank
     if len(data) - offset != int(np.prod(shape)):
         raise DataError(f"idx file {path} holds {len(data) - offset} bytes of data, its header promises {shape}")
-    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape).copy()  # writable, as torch wants
 
 
 IDX_FILES = {split: (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
@@ -209,6 +209,7 @@ class FileSource:
         self.name = dataset.name if dataset else folder.name
         self.key = f"{layout.kind}:{folder}"
         self.normalization = dataset.normalization if dataset else None
+        self.reading = dataset.key if dataset else ""
 
     def _files(self) -> list[tuple[str, Path]]:
         return [(path.name, path) for path in self.layout.paths(self.folder)]
