@@ -33,13 +33,14 @@ from pdd.evaluate import SAM, accuracy
 from pdd.hooks import SectionTimer
 from pdd.methods import METHODS, synthetic_labels
 from pdd.models import ModelConfig, build_model, conv_padding
+from pdd.sources import SOURCES
 from pdd.sweep import SweepSpec
 
 SETTINGS: list[tuple[int, int | None]] = [(1, 10), (1, 50), (10, 50), (10, None)]
 TERMS = {"dm": METHODS["dm"].runs[0], "pdd": METHODS["pdd"].runs[0]}
 SHARES = {"augment": "augmentation", "embed_real": "real embedding", "synthetic": "synthetic fwd/bwd",
           "dkkt": "DKKT terms", "step": "optimiser step"}
-DEFAULT_DATA = "cifar10"
+DEFAULT_SPEC = SOURCES["cifar10"].spec  # without --data the benchmark times CIFAR-10's shapes
 POOL_AT_ALL = 500  # real images per class held at pipc "all"; 256 are drawn per iteration either way
 
 
@@ -180,7 +181,8 @@ def _images(count: int, spec: ImageSpec, generator: torch.Generator) -> torch.Te
     return torch.randn(count, spec.channels, spec.image_size, spec.image_size, generator=generator)
 
 
-def bench_distill(method: str, ipc: int, pipc: int | None, opts: Options, spec: ImageSpec) -> dict[str, Any]:
+def bench_distill(method: str, ipc: int, pipc: int | None, opts: Options,
+                  spec: ImageSpec = DEFAULT_SPEC) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
     per_class, classes = pipc or POOL_AT_ALL, spec.num_classes
     real = _images(classes * per_class, spec, generator).to(opts.device)
@@ -203,7 +205,7 @@ def bench_distill(method: str, ipc: int, pipc: int | None, opts: Options, spec: 
             "gflop_per_iteration": flops / 1e9, "achieved_gflops": flops / ms / 1e6}
 
 
-def interleaved_distill(opts: Options, spec: ImageSpec) -> list[dict[str, Any]]:
+def interleaved_distill(opts: Options, spec: ImageSpec = DEFAULT_SPEC) -> list[dict[str, Any]]:
     """Every (method, setting) once per round, round after round; each keeps its median round.
 
     On a shared machine the speed drifts over minutes: timing one setting in a block let a slow minute put dm
@@ -219,7 +221,7 @@ def interleaved_distill(opts: Options, spec: ImageSpec) -> list[dict[str, Any]]:
     return figures
 
 
-def bench_sam_step(ipc: int, opts: Options, spec: ImageSpec) -> dict[str, Any]:
+def bench_sam_step(ipc: int, opts: Options, spec: ImageSpec = DEFAULT_SPEC) -> dict[str, Any]:
     cfg = EvalConfig(budget="smoke")
     batch = min(cfg.batch, spec.num_classes * ipc)
     generator = torch.Generator().manual_seed(0)
@@ -238,7 +240,7 @@ def bench_sam_step(ipc: int, opts: Options, spec: ImageSpec) -> dict[str, Any]:
             "achieved_gflops": flops / ms / 1e6}
 
 
-def bench_test_pass(opts: Options, spec: ImageSpec, images: int = 4000) -> dict[str, Any]:
+def bench_test_pass(opts: Options, spec: ImageSpec = DEFAULT_SPEC, images: int = 4000) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
     model = build_model(ModelConfig(), spec.channels, spec.num_classes, spec.image_size, generator).to(opts.device)
     shape = (images, spec.channels, spec.image_size, spec.image_size)
@@ -289,7 +291,7 @@ def bench_startup(source: str, teacher: Path | None, opts: Options, **data: Any)
 def run(opts: Options, data: str | None = None, teacher: Path | None = None) -> dict[str, Any]:
     """Every section on the shapes of `data` (else CIFAR-10's); start-up only when a dataset is given (it decodes
     the real data once, cold)."""
-    spec = spec_of(data or DEFAULT_DATA)
+    spec = spec_of(data) if data else DEFAULT_SPEC
     report: dict[str, Any] = {
         "device": str(opts.device), "precision": opts.precision, "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -76,11 +76,12 @@ def write_sweep(directory: Path, sweep_id: str = "fixture-a", shift: float = 0.0
     return directory
 
 
-def write_local_trials(directory: Path) -> Path:
+def write_local_trials(directory: Path, dataset_name: str = "CIFAR-10 (JPEG copy)") -> Path:
     """What `pdd trial` leaves: stage 'trial', one subset seed, two configs of PDD at one cell."""
     for alpha, base, val_gain in ((0.1, 25.0, 2.0), (0.01, 27.0, 1.0)):
-        write_row(directory, make_row("local", "trial", (1, 10), "PDD", alpha, 0.001, 0, base, val_gain=val_gain))
-    write_row(directory, make_row("local", "trial", (1, 10), "DM", 0.1, 0.001, 0, 21.0))
+        write_row(directory, make_row("local", "trial", (1, 10), "PDD", alpha, 0.001, 0, base, val_gain=val_gain,
+                                      dataset_name=dataset_name))
+    write_row(directory, make_row("local", "trial", (1, 10), "DM", 0.1, 0.001, 0, 21.0, dataset_name=dataset_name))
     return directory
 
 
@@ -88,7 +89,8 @@ _counter = itertools.count()
 
 
 def make_row(sweep_id: str, stage: str, cell: tuple[int, int | None], label: str, alpha: float, gamma: float,
-             subset_seed: int, base: float | None, val_gain: float = VAL_GAIN, eval_seeds: int = 3) -> dict[str, Any]:
+             subset_seed: int, base: float | None, val_gain: float = VAL_GAIN, eval_seeds: int = 3,
+             dataset_name: str = "CIFAR-10 (JPEG copy)") -> dict[str, Any]:
     """One trial's row; base None makes a failed (diverged) trial."""
     ipc, pipc = cell
     method, init = LABEL_METHOD[label]
@@ -100,7 +102,7 @@ def make_row(sweep_id: str, stage: str, cell: tuple[int, int | None], label: str
         "stage": stage, "method": method, "ipc": ipc, "pipc": pipc, "alpha": alpha, "gamma": gamma, "init": init,
         "budget": "cpu", "seed": 0, "subset_seed": subset_seed, "config": config.model_dump_json(),
         "config_hash": config.hash(), "pdd_version": "0.1.0", "git_commit": "0123456789abcdef0123",
-        "dataset_name": "CIFAR-10 (JPEG copy)", "dataset_hash": "d" * 16, "device": "cpu",
+        "dataset_name": dataset_name, "dataset_hash": "d" * 16, "device": "cpu",
         "finished_at": datetime(2025, 11, 24, 8, 30 + subset_seed, tzinfo=UTC),
     }
     if base is None:

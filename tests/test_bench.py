@@ -32,7 +32,7 @@ def test_each_distillation_figure_is_its_median_round(monkeypatch):
 
     slow_first_round = iter([500.0] * 8 + [100.0 + k for k in range(8)] + [200.0 + k for k in range(8)])
 
-    def fake_distill(method, ipc, pipc, opts):
+    def fake_distill(method, ipc, pipc, opts, spec):
         return {"method": method, "ipc": ipc, "pipc": pipc, "ms_per_iteration": next(slow_first_round)}
 
     monkeypatch.setattr(bench, "bench_distill", fake_distill)
@@ -40,3 +40,16 @@ def test_each_distillation_figure_is_its_median_round(monkeypatch):
     assert len(figures) == len(bench.SETTINGS) * len(bench.TERMS) == 8
     assert [row["ms_per_iteration"] for row in figures] == [200.0 + k for k in range(8)]
     assert figures[0]["ms_per_iteration_by_round"] == [500.0, 100.0, 200.0]
+
+
+def test_the_benchmark_runs_on_a_grayscale_dataset_with_100_classes():
+    import torch
+
+    from pdd.data import ImageSpec
+
+    spec = ImageSpec(channels=1, image_size=28, num_classes=100, test_images=10_000)
+    opts = Options(device=torch.device("cpu"), iterations=1, warmup=0)
+    step = bench.bench_sam_step(1, opts, spec)
+    assert step["batch"] == 100 and step["gflop_per_step"] == pytest.approx(
+        bench.sam_step_flops(100, bench.ModelConfig(), spec) / 1e9)
+    assert bench.bench_test_pass(opts, spec, images=32)["images_per_second"] > 0

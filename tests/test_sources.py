@@ -243,3 +243,35 @@ def test_the_same_files_read_as_two_datasets_keep_two_caches(tmp_path):
     assert fashion.classes[0] == "T-shirt/top" and unknown.classes[0] == "0"
     assert fashion.normalization == SOURCES["fashion-mnist"].normalization != unknown.normalization
     assert load_dataset(tmp_path / "fashion-mnist", cache_dir=cache).classes == fashion.classes
+
+
+# --- synthetic sets and report figures in the dataset's statistics ---------------------------------------------
+
+
+def test_grayscale_sets_round_trip_through_pngs_grids_and_report_figures(tmp_path):
+    from PIL import Image
+
+    from pdd.report.figures import first_per_class, load_set
+    from pdd.synthetic import load_synthetic, save_grid, save_synthetic
+
+    fashion = SOURCES["fashion-mnist"].normalization
+    pixels = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 0, 1, 1])
+    for i, (image, label) in enumerate(zip(pixels, labels, strict=True)):
+        (tmp_path / "pngs" / str(int(label))).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0].numpy(), mode="L").save(tmp_path / "pngs" / str(int(label)) / f"{i}.png")
+    images, loaded_labels = load_synthetic(tmp_path / "pngs", (1, 28, 28), fashion)
+    torch.testing.assert_close(images, fashion.normalize(pixels))
+    assert loaded_labels.tolist() == labels.tolist()
+
+    save_grid(tmp_path / "grid.png", images, labels, fashion)
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.size == (2 + 2 * 30, 2 + 2 * 30)  # two per class, two classes, 2-pixel gaps
+        assert np.asarray(grid.convert("L"))[2:30, 2:30].tolist() == pixels[0, 0].tolist()
+
+    meta = {"classes": ["T-shirt/top", "Trouser"], "mean": list(fashion.mean), "std": list(fashion.std)}
+    save_synthetic(tmp_path / "synthetic.pt", images, labels, meta)
+    shown = load_set({"synthetic_path": str(tmp_path / "synthetic.pt"), "trial_id": "t"}, tmp_path)
+    np.testing.assert_allclose(shown.images * 255, pixels.numpy(), atol=1e-3)
+    strip, names = first_per_class(shown)
+    assert strip.shape == (28, 2 * 28 + 2) and names == ["T-shirt/top", "Trouser"]
