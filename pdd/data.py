@@ -128,6 +128,9 @@ class ImageDataset:
         height, width = self.train_images.shape[2:]
         if height != width:
             raise DataError(f"{self.name}: images are {height}x{width}; pdd needs square images")
+        if len(self.normalization.mean) != self.channels:
+            raise DataError(f"{self.name}: {self.channels}-channel images with statistics for "
+                            f"{len(self.normalization.mean)} channels")
 
     @property
     def num_classes(self) -> int:

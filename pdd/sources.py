@@ -223,6 +223,8 @@ class FileSource:
 
     def decode(self) -> dict[str, Any]:
         arrays = self.layout.read(self.folder)
+        if not all(len(labels) for _, labels in arrays.values()):
+            raise DataError(f"{self.name} in {self.folder}: a split holds no images")
         num_classes = len(self.dataset.classes) if self.dataset else int(arrays["train"][1].max(initial=-1)) + 1
         classes = self.dataset.classes if self.dataset else tuple(str(c) for c in range(num_classes))
         payload: dict[str, Any] = {"format": CACHE_FORMAT, "classes": list(classes)}

@@ -155,6 +155,14 @@ def test_a_file_that_is_not_idx(tmp_path):
         load_dataset(tmp_path / "digits", cache_dir=tmp_path / "cache")
 
 
+def test_an_empty_split(tmp_path):
+    write_layout("mnist", tmp_path / "digits")
+    write_idx(tmp_path / "digits" / IDX_FILES["test"][0], np.zeros((0, 28, 28), dtype=np.uint8))
+    write_idx(tmp_path / "digits" / IDX_FILES["test"][1], np.zeros(0, dtype=np.uint8))
+    with pytest.raises(DataError, match="digits: a split holds no images"):
+        load_dataset(tmp_path / "digits", cache_dir=tmp_path / "cache")
+
+
 def test_images_of_the_wrong_size_for_the_named_layout(tmp_path):
     import scipy.io
 

@@ -62,7 +62,8 @@ def synthetic_images(sweep: Sweep) -> tuple[str, Canvas]:
     axes = canvas.subplots(len(sets), 1, squeeze=False)[:, 0]
     for ax, (label, synthetic) in zip(axes, sets.items(), strict=True):
         strip, classes = first_per_class(synthetic)
-        ax.imshow(strip, cmap="gray", interpolation="nearest")  # the colour map only applies to one channel
+        # The colour map and range only apply to one channel: a grayscale strip keeps its pixel values, not stretched.
+        ax.imshow(strip, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center")
         pitch = (strip.shape[1] + GAP) / len(classes)
