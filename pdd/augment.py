@@ -11,7 +11,8 @@ application are separate steps and all randomness comes from an explicit ``torch
 
 "Siamese" means the real and synthetic images of a class share one parameter set, so their embeddings are
 compared under the same augmentation while gradients still reach the synthetic pixels through every
-transform. Images are (N, C, H, W) floats, assumed square with side ``image_size``.
+transform. Images are (N, C, H, W) floats with any channel count (one for MNIST-style data), assumed square
+with side ``image_size``.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ def _sample_rotate(g: torch.Generator, groups: int, image_size: int, p: DSAParam
 
 
 def _apply_color(x: torch.Tensor, p: Params) -> torch.Tensor:
+    # As the reference's rand_brightness/rand_saturation/rand_contrast, on any channel count: on one channel the
+    # channel mean is the pixel itself, so saturation leaves grayscale images unchanged while brightness and
+    # contrast act as on colour ones (the reference runs the same "color" on MNIST).
     x = x + _per_image(p["brightness"])
     mean = x.mean(dim=1, keepdim=True)
     x = (x - mean) * _per_image(p["saturation"]) + mean

@@ -5,9 +5,10 @@
 Distillation runs the real loop (pdd.distill) on random tensors with a random teacher: speed does not
 depend on pixel values or weights. Each figure is the median of several repeats after a warm-up. The
 ceiling is the FLOPs a step needs, counted from the layer shapes, over this machine's matrix-multiply rate
-measured in the same run. FLOP counts use the usual rules: a backward pass costs twice its forward when it
-computes weight and input gradients, once when only input gradients are needed, and the double backward
-of L_stat about twice the first backward.
+measured in the same run. Shapes (channels, size, classes) are a dataset's: `--data`'s, else CIFAR-10's; a
+trial's and a sweep's estimate take its data source's. FLOP counts use the usual rules: a backward pass
+costs twice its forward when it computes weight and input gradients, once when only input gradients are
+needed, and the double backward of L_stat about twice the first backward.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +30,17 @@ from PIL import Image
 
 from pdd import augment
 from pdd.config import EDGE_MODEL, EvalConfig, TeacherConfig, TrialConfig, pipc_text
-from pdd.data import ImageDataset
+from pdd.data import ImageDataset, ImageSpec, Normalization, image_spec
 from pdd.distill import Problem, distill
 from pdd.errors import PddError
 from pdd.evaluate import SAM, accuracy
 from pdd.hooks import SectionTimer
 from pdd.method_spec import SPECS, Terms
 from pdd.methods import synthetic_labels
-from pdd.models import ModelConfig, build_model
+from pdd.models import ModelConfig, build_model, conv_padding
 from pdd.results import Stage
 from pdd.runtime import keep_freed_memory
+from pdd.sources import SOURCES
 from pdd.sweep import SweepSpec
 from pdd.teacher import save_teacher
 
@@ -45,7 +48,7 @@ SETTINGS: list[tuple[int, int | None]] = [(1, 10), (1, 50), (10, 50), (10, None)
 TERMS = {"dm": SPECS["dm"].runs[0], "pdd": SPECS["pdd"].runs[0]}
 SHARES = {"augment": "augmentation", "embed_real": "real embedding", "synthetic": "synthetic fwd/bwd",
           "dkkt": "DKKT terms", "step": "optimiser step"}
-NUM_CLASSES, CHANNELS, SIZE = 10, 3, 32
+DEFAULT_SPEC = SOURCES["cifar10"].spec  # without --data the benchmark times CIFAR-10's shapes
 POOL_AT_ALL = 500  # real images per class held at pipc "all"; 256 are drawn per iteration either way
 
 
@@ -69,39 +72,52 @@ def median_ms(run: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return 1000 * statistics.median(times)
 
 
-def forward_flops(model_cfg: ModelConfig) -> tuple[float, float]:
+@lru_cache(maxsize=8)
+def spec_of(source: str) -> ImageSpec:
+    """A data source's shapes, looked up once per process: a sweep estimate asks for every trial."""
+    return image_spec(source)
+
+
+def forward_flops(model_cfg: ModelConfig, spec: ImageSpec) -> tuple[float, float]:
     """(embedding, classifier) multiply-add FLOPs of one forward pass of one image."""
-    flops, channels, size = 0.0, CHANNELS, SIZE
-    for _ in range(model_cfg.depth):
+    flops, channels, size = 0.0, spec.channels, spec.image_size
+    for layer in range(model_cfg.depth):
+        size += 2 * conv_padding(spec.channels, layer) - 2  # the convolution's output side
         flops += 2 * channels * model_cfg.width * 9 * size * size
         channels, size = model_cfg.width, size // 2
-    return flops, 2 * channels * size * size * NUM_CLASSES
+    return flops, 2 * channels * size * size * spec.num_classes
 
 
-def iteration_flops(cfg: TrialConfig, terms: Terms, real_per_class: int = POOL_AT_ALL) -> float:
-    """FLOPs of one distillation iteration; real_per_class is the pool at pipc 'all' (256 are drawn either way)."""
-    n_syn = NUM_CLASSES * cfg.ipc
-    n_real = NUM_CLASSES * min(cfg.pipc or real_per_class, cfg.batch_real)
-    embed, head = forward_flops(cfg.model)
+def iteration_flops(cfg: TrialConfig, terms: Terms, real_per_class: int = POOL_AT_ALL,
+                    spec: ImageSpec | None = None) -> float:
+    """FLOPs of one distillation iteration; real_per_class is the pool at pipc 'all' (256 are drawn either way).
+
+    spec: the shapes, by default those of cfg's data source.
+    """
+    spec = spec or spec_of(cfg.data.source)
+    n_syn = spec.num_classes * cfg.ipc
+    n_real = spec.num_classes * min(cfg.pipc or real_per_class, cfg.batch_real)
+    embed, head = forward_flops(cfg.model, spec)
     flops = 0.0
     if terms.dm:
         flops += n_real * embed + 2 * n_syn * embed  # real forward; synthetic forward + input-gradient backward
     if terms.dkkt:
-        teacher_embed, teacher_head = forward_flops(cfg.teacher_model)
+        teacher_embed, teacher_head = forward_flops(cfg.teacher_model, spec)
         flops += 7 * n_syn * (teacher_embed + teacher_head)  # forward, backward with create_graph, double backward
     return flops
 
 
-def sam_step_flops(batch: int, model_cfg: ModelConfig) -> float:
-    return 6 * batch * sum(forward_flops(model_cfg))  # two forward + two full backward passes
+def sam_step_flops(batch: int, model_cfg: ModelConfig, spec: ImageSpec) -> float:
+    return 6 * batch * sum(forward_flops(model_cfg, spec))  # two forward + two full backward passes
 
 
-def evaluation_flops(cfg: TrialConfig, test_images: int = 10_000) -> float:
+def evaluation_flops(cfg: TrialConfig, spec: ImageSpec | None = None) -> float:
     """FLOPs of training and scoring one evaluation model (SAM epochs over S, then val and test)."""
-    n_syn = NUM_CLASSES * cfg.ipc
-    per_epoch = sum(sam_step_flops(len(batch), cfg.model) for batch in torch.arange(n_syn).split(cfg.eval.batch))
-    scored = NUM_CLASSES * cfg.data.val_per_class + test_images
-    return cfg.eval.epochs * per_epoch + scored * sum(forward_flops(cfg.model))
+    spec = spec or spec_of(cfg.data.source)
+    n_syn = spec.num_classes * cfg.ipc
+    per_epoch = sum(sam_step_flops(len(batch), cfg.model, spec) for batch in torch.arange(n_syn).split(cfg.eval.batch))
+    scored = spec.num_classes * cfg.data.val_per_class + spec.test_images
+    return cfg.eval.epochs * per_epoch + scored * sum(forward_flops(cfg.model, spec))
 
 
 def trial_flops(cfg: TrialConfig) -> tuple[float, float]:
@@ -169,35 +185,41 @@ class _Stamps:
         self.times.append(time.perf_counter())
 
 
-def bench_distill(method: str, ipc: int, pipc: int | None, opts: Options) -> dict[str, Any]:
+def _images(count: int, spec: ImageSpec, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(count, spec.channels, spec.image_size, spec.image_size, generator=generator)
+
+
+def bench_distill(method: str, ipc: int, pipc: int | None, opts: Options,
+                  spec: ImageSpec = DEFAULT_SPEC) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
-    per_class = pipc or POOL_AT_ALL
-    real = torch.randn(NUM_CLASSES * per_class, CHANNELS, SIZE, SIZE, generator=generator).to(opts.device)
+    per_class, classes = pipc or POOL_AT_ALL, spec.num_classes
+    real = _images(classes * per_class, spec, generator).to(opts.device)
     cfg = TrialConfig(method=method, ipc=ipc, pipc=pipc, init="noise", budget="smoke",
                       iterations=opts.warmup + opts.iterations, precision=opts.precision)
-    teacher = build_model(cfg.teacher_model, CHANNELS, NUM_CLASSES, SIZE, generator).to(opts.device).eval()
+    teacher = build_model(cfg.teacher_model, spec.channels, classes, spec.image_size, generator).to(opts.device).eval()
     stamps, timer = _Stamps(), SectionTimer(opts.device)
-    problem = Problem(cfg=cfg, real=real, real_labels=torch.arange(NUM_CLASSES, device=opts.device).repeat_interleave(
-        per_class), num_classes=NUM_CLASSES, teacher=teacher, teacher_weight_decay=5e-4, reporter=stamps,
+    problem = Problem(cfg=cfg, real=real, real_labels=torch.arange(classes, device=opts.device).repeat_interleave(
+        per_class), num_classes=classes, normalization=Normalization((0.5,) * spec.channels, (0.5,) * spec.channels),
+        teacher=teacher, teacher_weight_decay=5e-4, reporter=stamps,
         checkpoint_every=10**9, timer=timer)
-    images = torch.randn(NUM_CLASSES * ipc, CHANNELS, SIZE, SIZE, generator=generator)
-    distill(problem, TERMS[method], images, synthetic_labels(NUM_CLASSES, ipc, opts.device), method)
+    images = _images(classes * ipc, spec, generator)
+    distill(problem, TERMS[method], images, synthetic_labels(classes, ipc, opts.device), method)
     steps = [b - a for a, b in zip(stamps.times, stamps.times[1:], strict=False)][opts.warmup:]
     sections = sum(timer.seconds.values())
-    flops = iteration_flops(cfg, TERMS[method], real_per_class=per_class)
+    flops = iteration_flops(cfg, TERMS[method], real_per_class=per_class, spec=spec)
     ms = 1000 * statistics.median(steps)
     return {"method": method, "ipc": ipc, "pipc": pipc_text(pipc), "ms_per_iteration": ms,
             "shares": {SHARES[k]: v / sections for k, v in timer.seconds.items()},
             "gflop_per_iteration": flops / 1e9, "achieved_gflops": flops / ms / 1e6}
 
 
-def interleaved_distill(opts: Options) -> list[dict[str, Any]]:
+def interleaved_distill(opts: Options, spec: ImageSpec = DEFAULT_SPEC) -> list[dict[str, Any]]:
     """Every (method, setting) once per round, round after round; each keeps its median round.
 
     On a shared machine the speed drifts over minutes: timing one setting in a block let a slow minute put dm
     above pdd. Interleaving spreads the drift over all settings, and the median round drops the worst.
     """
-    rounds = [[bench_distill(m, ipc, pipc, opts) for ipc, pipc in SETTINGS for m in TERMS]
+    rounds = [[bench_distill(m, ipc, pipc, opts, spec) for ipc, pipc in SETTINGS for m in TERMS]
               for _ in range(opts.rounds)]
     figures = []
     for timings in zip(*rounds, strict=True):
@@ -207,34 +229,36 @@ def interleaved_distill(opts: Options) -> list[dict[str, Any]]:
     return figures
 
 
-def bench_sam_step(ipc: int, opts: Options) -> dict[str, Any]:
+def bench_sam_step(ipc: int, opts: Options, spec: ImageSpec = DEFAULT_SPEC) -> dict[str, Any]:
     """One SAM step on a batch of the set, DSA included, as evaluation trains (pdd.evaluate)."""
     cfg = EvalConfig(budget="smoke")
-    batch = min(cfg.batch, NUM_CLASSES * ipc)
+    batch = min(cfg.batch, spec.num_classes * ipc)
     generator = torch.Generator().manual_seed(0)
-    model = build_model(ModelConfig(), CHANNELS, NUM_CLASSES, SIZE, generator).to(opts.device)
+    model = build_model(ModelConfig(), spec.channels, spec.num_classes, spec.image_size, generator).to(opts.device)
     base = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sam = SAM(list(model.parameters()), base, cfg.rho)
-    x = torch.randn(batch, CHANNELS, SIZE, SIZE, generator=generator).to(opts.device)
-    y = torch.arange(batch, device=opts.device) % NUM_CLASSES
+    x = _images(batch, spec, generator).to(opts.device)
+    y = torch.arange(batch, device=opts.device) % spec.num_classes
 
     def step() -> None:
         augmented = augment.augment(x, generator, siamese=False)
         sam.step(lambda: F.cross_entropy(model(augmented), y))
 
     ms = median_ms(lambda: _synced(opts.device, step), repeats=opts.iterations, warmup=opts.warmup)
-    flops = sam_step_flops(batch, ModelConfig())
+    flops = sam_step_flops(batch, ModelConfig(), spec)
     return {"ipc": ipc, "batch": batch, "ms_per_step": ms, "gflop_per_step": flops / 1e9,
             "achieved_gflops": flops / ms / 1e6}
 
 
-def bench_test_pass(opts: Options, images: int = 4000) -> dict[str, Any]:
+def bench_test_pass(opts: Options, spec: ImageSpec = DEFAULT_SPEC, images: int = 4000) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
-    model = build_model(ModelConfig(), CHANNELS, NUM_CLASSES, SIZE, generator).to(opts.device)
-    pixels = torch.randint(0, 256, (images, CHANNELS, SIZE, SIZE), dtype=torch.uint8, generator=generator)
+    model = build_model(ModelConfig(), spec.channels, spec.num_classes, spec.image_size, generator).to(opts.device)
+    shape = (images, spec.channels, spec.image_size, spec.image_size)
+    pixels = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
     pixels, labels = pixels.to(opts.device), torch.zeros(images, dtype=torch.long, device=opts.device)
-    ms = median_ms(lambda: accuracy(model, pixels, labels, opts.precision), repeats=3)
-    flops = images * sum(forward_flops(ModelConfig()))
+    stats = Normalization((0.5,) * spec.channels, (0.5,) * spec.channels)  # speed does not depend on the values
+    ms = median_ms(lambda: accuracy(model, pixels, labels, stats, opts.precision), repeats=3)
+    flops = images * sum(forward_flops(ModelConfig(), spec))
     return {"images_per_second": images / ms * 1000, "achieved_gflops": flops / ms / 1e6}
 
 
@@ -270,16 +294,17 @@ TRIAL_SETTINGS: list[tuple[int, int]] = [(1, 10), (1, 50), (10, 50)]
 TRIAL_VAL_PER_CLASS, TRIAL_TEST_PER_CLASS = 10, 10
 
 
-def generated_image_folder(root: Path, train_per_class: int, seed: int = 0) -> Path:
-    """An ImageFolder tree of random PNGs: a trial's speed does not depend on what the pixels show."""
+def generated_image_folder(root: Path, train_per_class: int, spec: ImageSpec, seed: int = 0) -> Path:
+    """An ImageFolder tree of random PNGs of spec's shapes: a trial's speed does not depend on what they show."""
     generator = np.random.default_rng(seed)
+    shape = (spec.image_size, spec.image_size, spec.channels)
     for split, count in (("train", train_per_class), ("test", TRIAL_TEST_PER_CLASS)):
-        for label in range(NUM_CLASSES):
-            folder = root / split / f"class{label}"
+        for label in range(spec.num_classes):
+            folder = root / split / f"class{label:03d}"
             folder.mkdir(parents=True, exist_ok=True)
             for k in range(count):
-                pixels = generator.integers(0, 256, (SIZE, SIZE, CHANNELS), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{k:04d}.png")
+                pixels = generator.integers(0, 256, shape, dtype=np.uint8)
+                Image.fromarray(pixels.squeeze(-1) if spec.channels == 1 else pixels).save(folder / f"{k:04d}.png")
     return root
 
 
@@ -293,7 +318,8 @@ def random_teacher(path: Path, dataset: ImageDataset) -> Path:
     return path
 
 
-def bench_trials(opts: Options, iterations: int = 30, epochs: int = 6) -> list[dict[str, Any]]:
+def bench_trials(opts: Options, spec: ImageSpec = DEFAULT_SPEC, iterations: int = 30,
+                 epochs: int = 6) -> list[dict[str, Any]]:
     """Whole `run_trial` calls on generated data with a random teacher, timed as their rows record them, beside
     what the component figures predict for the same work (the `components` key of each entry is filled by run)."""
     from pdd.trial import TrialOptions, cached_dataset, forget_datasets, run_trial
@@ -301,7 +327,8 @@ def bench_trials(opts: Options, iterations: int = 30, epochs: int = 6) -> list[d
     figures = []
     with tempfile.TemporaryDirectory(prefix="pdd-bench-") as scratch:
         root = Path(scratch)
-        source = generated_image_folder(root / "data", max(pipc for _, pipc in TRIAL_SETTINGS) + TRIAL_VAL_PER_CLASS)
+        train_per_class = max(pipc for _, pipc in TRIAL_SETTINGS) + TRIAL_VAL_PER_CLASS
+        source = generated_image_folder(root / "data", train_per_class, spec)
         dataset = cached_dataset(str(source), root / "cache")
         teacher = random_teacher(root / "teacher.pt", dataset)
         for ipc, pipc in TRIAL_SETTINGS:
@@ -326,22 +353,25 @@ def compare_trials(report: dict[str, Any]) -> None:
     for row in report["trials"]:
         component = distill[row["method"], row["ipc"], row["pipc"]]
         # An epoch over ipc x 10 images is one SAM step per batch of 256; the scoring after training is outside.
-        steps = -(-row["ipc"] * NUM_CLASSES // EvalConfig(budget="smoke").batch)
+        steps = -(-row["ipc"] * report["shapes"]["classes"] // EvalConfig(budget="smoke").batch)
         row["components"] = {"ms_per_iteration": component, "ms_per_epoch": steps * sam[row["ipc"]]}
         row["trial_over_components"] = {"iteration": row["ms_per_iteration"] / component,
                                         "epoch": row["ms_per_epoch"] / (steps * sam[row["ipc"]])}
 
 
 def run(opts: Options, data: str | None = None, teacher: Path | None = None) -> dict[str, Any]:
-    """Every section; start-up only when a dataset is given (it decodes the real data once, cold)."""
+    """Every section on the shapes of `data` (else CIFAR-10's); start-up only when a dataset is given (it decodes
+    the real data once, cold)."""
     keep_freed_memory()  # as every trial runs
+    spec = spec_of(data) if data else DEFAULT_SPEC
     report: dict[str, Any] = {
         "device": str(opts.device), "cpu": cpu_name(), "precision": opts.precision,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "distill": interleaved_distill(opts),
-        "sam_step": [bench_sam_step(ipc, opts) for ipc in (1, 10, 50)],
-        "test_pass": bench_test_pass(opts),
-        "trials": bench_trials(opts),
+        "shapes": {"channels": spec.channels, "image_size": spec.image_size, "classes": spec.num_classes},
+        "distill": interleaved_distill(opts, spec),
+        "sam_step": [bench_sam_step(ipc, opts, spec) for ipc in (1, 10, 50)],
+        "test_pass": bench_test_pass(opts, spec),
+        "trials": bench_trials(opts, spec),
     }
     compare_trials(report)
     if data is not None:

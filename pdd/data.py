@@ -1,20 +1,28 @@
-"""Datasets: loading from three kinds of source, a uint8 cache, the train/val split and the practical subset T'.
+"""Datasets: loading from four kinds of source, a uint8 cache, normalisation, the train/val split and T'.
 
 A source is one string:
-- ``"cifar10"``: torchvision's CIFAR-10, downloaded into the cache dir (needs internet);
+- a named dataset (``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``, ``svhn``; pdd.sources): read from a
+  local copy of its files, else downloaded by torchvision into the cache dir;
 - a ``.tar.gz`` / ``.tgz`` / ``.tar`` archive holding one ImageFolder tree (``<root>/{train,test}/<class>/<image>``),
   read in place without extracting it;
-- a directory that is such a tree: ``<dir>/train/<class>/*.{png,jpg,jpeg}`` and ``<dir>/test/<class>/...``.
+- a directory that is such a tree: ``<dir>/train/<class>/*.{png,jpg,jpeg}`` and ``<dir>/test/<class>/...``;
+- a directory holding one named dataset's files in their own layout (the four MNIST-style idx files, SVHN's
+  .mat files, CIFAR's python batches).
 
 Classes are the sorted class folder names, which for CIFAR-10 is its label order. Images within a class are
 taken in file-name order. Grayscale images (PIL modes L, 1, LA) keep one channel, all others become RGB; every
 image of a dataset must then have the same channel count and the same square size.
 
+Each dataset normalises with its own per-channel statistics: a named dataset's published constants, those of
+the dataset a known copy holds (KNOWN_NAMES), else the mean and std of its training split, computed once and
+cached with the pixels.
+
 Decoded images are cached as uint8 tensors in ``<cache>/images-<sha256>.pt``, keyed by the sha256 of the source's
-content, so an edited dataset never reuses stale pixels. Hashing the content costs about as much as reading it,
-so the hash is memoised in ``<cache>/content-hashes.json`` under a cheap stat signature (sizes and mtimes) of the
-source; a warm load is then a few stats plus a memory-mapped ``torch.load``. The cache dir is the ``cache_dir``
-argument, else ``$PDD_CACHE``, else ``~/.cache/pdd``.
+content, so an edited dataset never reuses stale pixels; a source that reads the same bytes as a named dataset
+(its class names and statistics) adds that name, ``images-<sha256>-<name>.pt``. Hashing the content costs about
+as much as reading it, so the hash is memoised in ``<cache>/content-hashes.json`` under a cheap stat signature
+(sizes and mtimes) of the source; a warm load is then a few stats plus a memory-mapped ``torch.load``. The cache
+dir is the ``cache_dir`` argument, else ``$PDD_CACHE``, else ``~/.cache/pdd``.
 
 All randomness (split, subset) comes from local ``torch.Generator``s seeded by the caller; the global RNG is
 never touched.
@@ -40,24 +48,60 @@ from PIL import Image
 from pdd.errors import DataError
 from pdd.io import atomic_path
 
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2023, 0.1994, 0.2010)
-# Statistics for datasets that are not 3-channel, where the CIFAR-10 ones mean nothing: maps [0, 1] to [-1, 1].
-OTHER_MEAN, OTHER_STD = 0.5, 0.5
-
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-# Human names for well-known sources, matched against the start of the folder or archive name.
-KNOWN_NAMES = {"cifar10-jpeg": "CIFAR-10 (JPEG copy)"}
+# Well-known copies, matched against the start of the folder or archive name: their human name and the named
+# dataset whose published statistics they normalise with.
+KNOWN_NAMES = {"cifar10-jpeg": ("CIFAR-10 (JPEG copy)", "cifar10")}
 GRAYSCALE_MODES = ("L", "1", "LA")
 
 # Bump when the cached payload changes meaning; older files are then rebuilt in place.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 HASH_INDEX = "content-hashes.json"
 
 # split -> class -> [(where, encoded image bytes)], each list in file-name order; "where" names the file in errors.
 _Tree = dict[str, dict[str, list[tuple[str, bytes]]]]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel mean and std of pixel values in [0, 1]: x -> (x/255 - mean)/std."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def of(cls, images: torch.Tensor, chunk: int = 4096) -> Normalization:
+        """The statistics of uint8 images [N, C, H, W], summed in float64 chunks to keep memory flat."""
+        total = torch.zeros(images.shape[1], dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        for start in range(0, len(images), chunk):
+            x = images[start:start + chunk].double() / 255
+            total += x.sum(dim=(0, 2, 3))
+            squares += x.square().sum(dim=(0, 2, 3))
+        count = images.numel() / images.shape[1]
+        mean = total / count
+        std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-3)  # a constant channel: no blow-up
+        return cls(tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist()))
+
+    def _tensors(self, channels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if channels != len(self.mean):
+            raise DataError(f"images have {channels} channels, the normalisation {len(self.mean)}")
+        as_tensor = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(-1, 1, 1)  # noqa: E731
+        return as_tensor(self.mean), as_tensor(self.std)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [..., C, H, W] -> float32 (x/255 - mean)/std on the images' device."""
+        if images.dtype != torch.uint8:
+            raise TypeError(f"normalize expects uint8 images, got {images.dtype}")
+        mean, std = self._tensors(images.shape[-3], images.device)
+        return (images.float() / 255 - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of normalize, as float in [0, 1] (clamped: optimised images may leave the valid range)."""
+        mean, std = self._tensors(x.shape[-3], x.device)
+        return (x.float() * std + mean).clamp(0, 1)
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: field-wise == on tensors would raise, identity is what makes sense
@@ -69,6 +113,7 @@ class ImageDataset:
     classes: tuple[str, ...]
     content_hash: str  # sha256 hex of the source content
     name: str  # human name for reports
+    normalization: Normalization
 
     def __post_init__(self) -> None:
         for split in SPLITS:
@@ -83,6 +128,9 @@ class ImageDataset:
         height, width = self.train_images.shape[2:]
         if height != width:
             raise DataError(f"{self.name}: images are {height}x{width}; pdd needs square images")
+        if len(self.normalization.mean) != self.channels:
+            raise DataError(f"{self.name}: {self.channels}-channel images with statistics for "
+                            f"{len(self.normalization.mean)} channels")
 
     @property
     def num_classes(self) -> int:
@@ -95,6 +143,20 @@ class ImageDataset:
     @property
     def image_size(self) -> int:
         return self.train_images.shape[2]
+
+    @property
+    def spec(self) -> ImageSpec:
+        return ImageSpec(self.channels, self.image_size, self.num_classes, len(self.test_images))
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """The shapes a dataset gives every network and cost estimate."""
+
+    channels: int
+    image_size: int
+    num_classes: int
+    test_images: int
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,7 +174,7 @@ def default_cache_dir() -> Path:
 
 
 def load_dataset(source: str | os.PathLike, cache_dir: Path | None = None) -> ImageDataset:
-    """Load a dataset from ``"cifar10"``, an ImageFolder archive or an ImageFolder directory, through the cache."""
+    """Load a dataset from any source (module docstring), through the cache."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -120,10 +182,12 @@ def load_dataset(source: str | os.PathLike, cache_dir: Path | None = None) -> Im
         raise DataError(f"cannot create cache dir {cache}: {_one_line(e)}; set PDD_CACHE to a writable dir") from e
     src = _open_source(source, cache)
     digest = _content_hash(src, cache)
-    cache_file = cache / f"images-{digest}.pt"
+    cache_file = cache / f"images-{digest}{'-' if src.reading else ''}{src.reading}.pt"
     payload = _read_cache(cache_file)
     if payload is None:
         payload = src.decode()
+        stats = src.normalization or Normalization.of(payload["train_images"])
+        payload |= {"mean": list(stats.mean), "std": list(stats.std)}
         _write_cache_file(cache_file, lambda tmp: torch.save(payload, tmp))
     return ImageDataset(
         train_images=payload["train_images"],
@@ -133,12 +197,24 @@ def load_dataset(source: str | os.PathLike, cache_dir: Path | None = None) -> Im
         classes=tuple(payload["classes"]),
         content_hash=digest,
         name=src.name,
+        normalization=Normalization(tuple(payload["mean"]), tuple(payload["std"])),
     )
+
+
+def image_spec(source: str | os.PathLike, cache_dir: Path | None = None) -> ImageSpec:
+    """A source's shapes: a named dataset's from its facts (nothing is read or downloaded), others from loading."""
+    from pdd.sources import SOURCES
+
+    if isinstance(source, str) and source in SOURCES:
+        return SOURCES[source].spec
+    return load_dataset(source, cache_dir).spec
 
 
 class _Source(Protocol):
     name: str
     key: str  # identity of the source in the hash index, so that an edited source replaces its old entry
+    normalization: Normalization | None  # None: computed from the training split
+    reading: str  # the named dataset whose facts it applies to the bytes (pdd.sources key), "" for none
 
     def stat_signature(self) -> str:
         """Cheap to compute; changes whenever the content may have changed."""
@@ -151,18 +227,22 @@ class _Source(Protocol):
 
 
 def _open_source(source: str | os.PathLike, cache: Path) -> _Source:
-    if isinstance(source, str) and source in NAMED_SOURCES:
-        return NAMED_SOURCES[source](cache)
+    from pdd import sources  # it builds on this module's helpers
+
+    if isinstance(source, str) and source in sources.SOURCES:
+        return sources.NamedSource(sources.SOURCES[source], cache)
     path = Path(source).expanduser().resolve()
     if not path.exists():
-        raise DataError(f"dataset not found: {path}")
+        raise DataError(f"dataset not found: {path} (named datasets: {', '.join(sources.SOURCES)})")
     if path.is_dir():
-        return _FolderSource(path)
+        if all((path / split).is_dir() for split in SPLITS):
+            return _FolderSource(path)
+        return sources.folder_source(path)
     if path.name.lower().endswith(ARCHIVE_SUFFIXES):
         return _ArchiveSource(path)
     raise DataError(
         f"unsupported dataset {path}: expected a directory, a {'/'.join(ARCHIVE_SUFFIXES)} archive "
-        f"or one of: {', '.join(NAMED_SOURCES)}"
+        f"or one of: {', '.join(sources.SOURCES)}"
     )
 
 
@@ -197,6 +277,7 @@ def _read_cache(path: Path) -> dict[str, Any] | None:
         isinstance(payload, dict)
         and payload.get("format") == CACHE_FORMAT
         and isinstance(payload.get("classes"), list)
+        and all(isinstance(payload.get(key), list) for key in ("mean", "std"))
         and all(isinstance(payload.get(f"{s}_images"), torch.Tensor) for s in SPLITS)
         and all(isinstance(payload.get(f"{s}_labels"), torch.Tensor) for s in SPLITS)
     )
@@ -217,6 +298,8 @@ class _ArchiveSource:
         self.path = path
         self.name = _human_name(path.name, strip=ARCHIVE_SUFFIXES)
         self.key = f"archive:{path}"
+        self.reading = _known_key(path.name)
+        self.normalization = _known_normalization(path.name)
 
     def stat_signature(self) -> str:
         st = self.path.stat()
@@ -283,8 +366,8 @@ class _FolderSource:
         self.path = path
         self.name = _human_name(path.name)
         self.key = f"folder:{path}"
-        if not all((path / split).is_dir() for split in SPLITS):
-            raise DataError(f"no train/ and test/ folders in {path}")
+        self.reading = _known_key(path.name)
+        self.normalization = _known_normalization(path.name)
 
     def _files(self) -> dict[str, dict[str, list[os.DirEntry[str]]]]:
         """split -> class folder -> its image files sorted by name; empty class folders are kept (and rejected)."""
@@ -350,58 +433,26 @@ def _hash_files(files: Iterable[tuple[str, Path]]) -> str:
     return digest.hexdigest()
 
 
-class _TorchvisionCIFAR10:
-    FOLDER = "cifar-10-batches-py"  # where torchvision unpacks its download
-
-    def __init__(self, cache: Path):
-        self.root = cache / "torchvision"
-        self.name = "CIFAR-10"
-        self.key = f"torchvision-cifar10:{self.root}"
-        if not (self.root / self.FOLDER).is_dir():
-            import torchvision  # only this source needs it; keeps plain loads light
-
-            try:
-                torchvision.datasets.CIFAR10(str(self.root), train=True, download=True)
-            except (OSError, RuntimeError) as e:
-                raise DataError(
-                    "cannot download CIFAR-10 (no internet?); pass a local copy with --data PATH or PDD_DATA"
-                ) from e
-
-    def _sorted_files(self) -> list[tuple[str, Path]]:
-        folder = self.root / self.FOLDER
-        return sorted((p.name, p) for p in folder.iterdir() if p.is_file())
-
-    def stat_signature(self) -> str:
-        stats = [(rel, p.stat()) for rel, p in self._sorted_files()]
-        return ";".join(f"{rel}:{st.st_size}:{st.st_mtime_ns}" for rel, st in stats)
-
-    def content_hash(self) -> str:
-        return _hash_files(self._sorted_files())
-
-    def decode(self) -> dict[str, Any]:
-        import torchvision
-
-        splits = {}
-        for split in SPLITS:
-            try:
-                splits[split] = torchvision.datasets.CIFAR10(str(self.root), train=split == "train", download=False)
-            except (OSError, RuntimeError) as e:
-                raise DataError(
-                    f"corrupt CIFAR-10 files in {self.root / self.FOLDER}: {_one_line(e)}; delete it to download again"
-                ) from e
-        payload: dict[str, Any] = {"format": CACHE_FORMAT, "classes": list(splits["train"].classes)}
-        for split, ds in splits.items():
-            payload[f"{split}_images"] = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-            payload[f"{split}_labels"] = torch.tensor(ds.targets, dtype=torch.int64)
-        return payload
-
-
-NAMED_SOURCES: dict[str, Callable[[Path], _Source]] = {"cifar10": _TorchvisionCIFAR10}
+def _known(filename: str) -> tuple[str, str] | None:
+    return next((known for prefix, known in KNOWN_NAMES.items() if filename.lower().startswith(prefix)), None)
 
 
 def _human_name(filename: str, strip: Sequence[str] = ()) -> str:
     stem = next((filename[: -len(s)] for s in strip if filename.lower().endswith(s)), filename)
-    return next((name for prefix, name in KNOWN_NAMES.items() if stem.lower().startswith(prefix)), stem)
+    known = _known(stem)
+    return stem if known is None else known[0]
+
+
+def _known_key(filename: str) -> str:
+    known = _known(filename)
+    return "" if known is None else known[1]
+
+
+def _known_normalization(filename: str) -> Normalization | None:
+    from pdd.sources import SOURCES
+
+    key = _known_key(filename)
+    return SOURCES[key].normalization if key else None
 
 
 def _decode_tree(tree: _Tree, where: str) -> dict[str, Any]:
@@ -477,31 +528,6 @@ def write_image_folder_slice(
             for name in names[:count]:
                 (dest / split / cls / PurePosixPath(name).name).write_bytes(files[name])
     return dest
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Normalisation
-
-
-def _stats(channels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (mean, std) shaped [C, 1, 1]: CIFAR-10's for 3 channels, 0.5 and 0.5 otherwise."""
-    mean, std = (MEAN, STD) if channels == 3 else ((OTHER_MEAN,) * channels, (OTHER_STD,) * channels)
-    as_tensor = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(-1, 1, 1)  # noqa: E731
-    return as_tensor(mean), as_tensor(std)
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [..., C, H, W] -> float32 (x/255 - mean)/std on the images' device (CIFAR-10 stats iff C == 3)."""
-    if images.dtype != torch.uint8:
-        raise TypeError(f"normalize expects uint8 images, got {images.dtype}")
-    mean, std = _stats(images.shape[-3], images.device)
-    return (images.float() / 255 - mean) / std
-
-
-def denormalize(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of normalize, as float in [0, 1] (clamped: optimised images may leave the valid range)."""
-    mean, std = _stats(x.shape[-3], x.device)
-    return (x.float() * std + mean).clamp(0, 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from pdd.models import autocast, build_model, chunk_size, reset_parameters
 
 if TYPE_CHECKING:
     from pdd.config import TrialConfig
+    from pdd.data import Normalization
 
 SOFTPLUS_ONE = math.log(math.e - 1)  # softplus(SOFTPLUS_ONE) == 1
 
@@ -50,6 +51,7 @@ class Problem:
     real: Tensor
     real_labels: Tensor
     num_classes: int
+    normalization: Normalization  # how real was normalised; S lives in the same space
     teacher: nn.Module | None = None
     teacher_weight_decay: float = 0.0
     reporter: Reporter = field(default_factory=NullReporter)

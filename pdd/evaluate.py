@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pdd import augment
-from pdd.data import normalize
 from pdd.hooks import CheckpointStore, MemoryStore, NullReporter, Reporter
 from pdd.models import GPU_EVAL_BATCH, autocast, build_model, chunk_size
 
 if TYPE_CHECKING:
     from pdd.config import EvalConfig
+    from pdd.data import Normalization
     from pdd.models import ModelConfig
 
 
@@ -126,9 +126,10 @@ def _sgd(model: nn.Module, cfg: EvalConfig, lr: float) -> torch.optim.SGD:
 
 
 @torch.inference_mode()
-def accuracy(model: nn.Module, images_uint8: Tensor, labels: Tensor, precision: str = "fp32",
-             batch: int | None = None) -> float:
-    """Percent correct; images stay uint8 until their batch is normalised, to keep memory flat.
+def accuracy(model: nn.Module, images_uint8: Tensor, labels: Tensor, normalization: Normalization,
+             precision: str = "fp32", batch: int | None = None) -> float:
+    """Percent correct; images stay uint8 until their batch is normalised (the dataset's statistics), to keep
+    memory flat.
 
     precision "bf16" runs the forward under bfloat16 autocast (logits compared in float32). batch: images per
     forward, by default models.chunk_size on a CPU and GPU_EVAL_BATCH on a GPU.
@@ -138,15 +139,16 @@ def accuracy(model: nn.Module, images_uint8: Tensor, labels: Tensor, precision: 
     correct = 0
     with autocast(precision, images_uint8.device):
         for start in range(0, len(images_uint8), batch):
-            x = normalize(images_uint8[start:start + batch])
+            x = normalization.normalize(images_uint8[start:start + batch])
             correct += int((model(x).float().argmax(1) == labels[start:start + batch]).sum())
     return 100.0 * correct / max(1, len(images_uint8))
 
 
 def score(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cfg: ModelConfig, num_classes: int,
-          val: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
+          val: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], normalization: Normalization,
           reporter: Reporter = NullReporter(), store: CheckpointStore | None = None) -> Scored:
-    """Train cfg.seeds models and score each; finished models are checkpointed so a resume skips them."""
+    """Train cfg.seeds models and score each on uint8 val and test images normalised with `normalization`;
+    finished models are checkpointed so a resume skips them."""
     store = store or MemoryStore()  # a fresh one per call: a shared default would carry seeds across calls
     scored = store.load("evaluate") or {"seeds": [], "val": [], "test": []}
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
@@ -156,8 +158,8 @@ def score(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cfg: ModelConfi
         phase = f"evaluate {k + 1}/{len(seeds)}"
         model = train_on_synthetic(images, labels, cfg, model_cfg, num_classes, seed, reporter, phase)
         scored = {"seeds": scored["seeds"] + [seed],
-                  "val": scored["val"] + [accuracy(model, *val, cfg.precision)],
-                  "test": scored["test"] + [accuracy(model, *test, cfg.precision)]}
+                  "val": scored["val"] + [accuracy(model, *val, normalization, cfg.precision)],
+                  "test": scored["test"] + [accuracy(model, *test, normalization, cfg.precision)]}
         store.save("evaluate", scored)
     order = [scored["seeds"].index(s) for s in seeds]
     return Scored(seeds, [scored["val"][i] for i in order], [scored["test"][i] for i in order])

@@ -74,7 +74,7 @@ def make_random(problem: Problem) -> Distilled:
 def make_blend(problem: Problem) -> Distilled:
     cfg = problem.cfg
     if cfg.dsv_set is not None:
-        dsv_images, dsv_labels = load_synthetic(cfg.dsv_set, problem.image_shape)
+        dsv_images, dsv_labels = load_synthetic(cfg.dsv_set, problem.image_shape, problem.normalization)
         dsv_images, dsv_labels = dsv_images.to(problem.device), dsv_labels.to(problem.device)
     else:
         # Fig. 3 blends DSVs extracted from noise, i.e. without real data.

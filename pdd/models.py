@@ -2,6 +2,8 @@
 
 ConvNet-3 for 32x32 RGB and 10 classes: 3 x [Conv3x3(128) -> norm -> ReLU -> AvgPool2] -> Linear(2048, 10),
 320,010 parameters. The reference's "instancenorm" is GroupNorm(C, C, affine=True); we call it "instance".
+On one-channel input the first convolution pads by 3 instead of 1, as the reference's does, so 28x28 MNIST-style
+images grow to 32x32 and give the same 128x4x4 features as CIFAR.
 """
 
 from __future__ import annotations
@@ -57,13 +59,14 @@ class ConvNet(nn.Module):
         layers: list[nn.Module] = []
         size = image_size
         for i in range(cfg.depth):
+            padding = conv_padding(channels, i)
             layers += [
-                nn.Conv2d(channels if i == 0 else cfg.width, cfg.width, 3, padding=1),
+                nn.Conv2d(channels if i == 0 else cfg.width, cfg.width, 3, padding=padding),
                 NORMS[cfg.norm](cfg.width),
                 nn.ReLU(inplace=True),
                 AvgPool2(),
             ]
-            size //= 2
+            size = (size + 2 * padding - 2) // 2
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(cfg.width * size * size, num_classes)
 
@@ -72,6 +75,11 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
+
+
+def conv_padding(channels: int, layer: int) -> int:
+    """The padding of ConvNet's convolution `layer` on images of `channels` channels (the DM reference's rule)."""
+    return 3 if channels == 1 and layer == 0 else 1
 
 
 MODELS: dict[str, type[nn.Module]] = {"convnet": ConvNet}

@@ -42,11 +42,12 @@ TABLE_1: dict[tuple[int, int | None], dict[str, Stat]] = {
 COLUMN_OF_LABEL = {label: column for spec in SPECS.values() if spec.paper_column
                    for label, column in zip(spec.labels, spec.paper_columns, strict=True)}
 
-# The ratio column is pipc over the training images per class of the full CIFAR-10 training set (10 -> 0.2 %).
-TRAIN_IMAGES_PER_CLASS = {"CIFAR-10": 5000}
+# Table 1 reports CIFAR-10 only (the key of pdd.sources' named dataset).
+DATASET = "cifar10"
 
 
-def paper_value(ipc: int, pipc: int | None, label: str) -> Stat | None:
-    """The paper's (mean, std) for a method label in a cell, or None where Table 1 has no number."""
+def paper_value(dataset: str | None, ipc: int, pipc: int | None, label: str) -> Stat | None:
+    """The paper's (mean, std) for a method label in a cell of a dataset (a pdd.sources key, None when unknown), or
+    None where Table 1 has no number: every cell of any other dataset."""
     column = COLUMN_OF_LABEL.get(label)
-    return TABLE_1.get((ipc, pipc), {}).get(column) if column else None
+    return TABLE_1.get((ipc, pipc), {}).get(column) if column and dataset == DATASET else None

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from pdd import __version__, losses
 from pdd.config import TeacherConfig, config_hash
-from pdd.data import ImageDataset, default_cache_dir, normalize, split_train_val
+from pdd.data import ImageDataset, Normalization, default_cache_dir, split_train_val
 from pdd.errors import DivergedError, TeacherError
 from pdd.evaluate import accuracy
 from pdd.hooks import CheckpointStore, DirStore, MemoryStore, NullReporter, Reporter
@@ -65,7 +65,7 @@ def train_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.devic
         model.train()
         order = torch.randperm(len(images), generator=generator).to(device)
         for batch in order.split(cfg.batch):
-            x = normalize(images[batch])
+            x = dataset.normalization.normalize(images[batch])
             if cfg.augment:
                 x = _crop_flip(x, generator)
             loss = F.cross_entropy(model(x), labels[batch])
@@ -98,18 +98,18 @@ def train_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.devic
         "train_images": len(images),
         "train_classes": int(labels.unique().numel()),
         "train_seconds": seconds,
-        "val_accuracy": accuracy(model, *val),
-        "test_accuracy": accuracy(model, *test),
+        "val_accuracy": accuracy(model, *val, dataset.normalization),
+        "test_accuracy": accuracy(model, *test, dataset.normalization),
         "pdd_version": __version__,
-    } | stationarity(model, images[sample], labels[sample], cfg.weight_decay)
+    } | stationarity(model, images[sample], labels[sample], dataset.normalization, cfg.weight_decay)
     return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}
 
 
 STATIONARITY_IMAGES = 5000
 
 
-def stationarity(model: nn.Module, images_uint8: Tensor, labels: Tensor, weight_decay: float,
-                 distance: str = "l1", batch: int = 500) -> dict[str, float]:
+def stationarity(model: nn.Module, images_uint8: Tensor, labels: Tensor, normalization: Normalization,
+                 weight_decay: float, distance: str = "l1", batch: int = 500) -> dict[str, float]:
     """How far theta* is from the stationarity the KKT condition assumes, on (a sample of) its training images.
 
     At a minimum of mean L + wd/2 |theta|^2, theta* = -(1/wd) mean_i grad L_i: 'stationarity_gap' is the
@@ -120,7 +120,7 @@ def stationarity(model: nn.Module, images_uint8: Tensor, labels: Tensor, weight_
     total = [torch.zeros_like(p) for p in params]
     model.eval()
     for start in range(0, len(images_uint8), batch):
-        x = normalize(images_uint8[start:start + batch])
+        x = normalization.normalize(images_uint8[start:start + batch])
         loss = F.cross_entropy(model(x), labels[start:start + batch], reduction="sum")
         for acc, grad in zip(total, torch.autograd.grad(loss, params), strict=True):
             acc += grad

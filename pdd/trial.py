@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from pdd.config import DataConfig, EvalConfig, TrialConfig, pipc_text
-from pdd.data import ImageDataset, default_cache_dir, load_dataset, normalize, practical_subset, split_train_val
+from pdd.data import ImageDataset, default_cache_dir, load_dataset, practical_subset, split_train_val
 from pdd.distill import Problem
 from pdd.errors import DivergedError, PddError, TeacherError
 from pdd.evaluate import Scored, score
@@ -130,9 +130,10 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
     artifacts = Path(options.results) / ARTIFACTS / tid
     problem = Problem(
         cfg=cfg,
-        real=normalize(dataset.train_images[subset].to(device)),
+        real=dataset.normalization.normalize(dataset.train_images[subset].to(device)),
         real_labels=dataset.train_labels[subset].to(device),
         num_classes=dataset.num_classes,
+        normalization=dataset.normalization,
         teacher=teacher,
         teacher_weight_decay=float(teacher_meta.get("weight_decay", 0.0)),
         reporter=options.reporter,
@@ -161,8 +162,9 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
     synthetic_path = artifacts / "synthetic.pt"
     save_synthetic(synthetic_path, distilled.images, distilled.labels,
                    {"trial_id": tid, "config": cfg.model_dump(mode="json"), "classes": list(dataset.classes),
+                    "mean": list(dataset.normalization.mean), "std": list(dataset.normalization.std),
                     "lambdas": None if distilled.lambdas is None else distilled.lambdas.cpu().tolist()})
-    save_grid(artifacts / "synthetic.png", distilled.images, distilled.labels)
+    save_grid(artifacts / "synthetic.png", distilled.images, distilled.labels, dataset.normalization)
     (artifacts / "history.json").write_text(json.dumps(distilled.history))
 
     began = time.perf_counter()
@@ -190,7 +192,7 @@ def score_on_dataset(images: torch.Tensor, labels: torch.Tensor, eval_cfg: EvalC
     split = split_train_val(dataset.train_labels, data_cfg.val_per_class, data_cfg.split_seed, classes=dataset.classes)
     val, test = evaluation_splits(dataset, split.val_idx, eval_cfg.max_images, data_cfg.split_seed, device)
     return score(images.to(device), labels.to(device), eval_cfg, model_cfg, dataset.num_classes, val, test,
-                 reporter or NullReporter(), store)
+                 dataset.normalization, reporter or NullReporter(), store)
 
 
 def evaluation_splits(dataset: ImageDataset, val_idx: torch.Tensor, max_images: int | None, seed: int,

@@ -76,11 +76,12 @@ def write_sweep(directory: Path, sweep_id: str = "fixture-a", shift: float = 0.0
     return directory
 
 
-def write_local_trials(directory: Path) -> Path:
+def write_local_trials(directory: Path, dataset_name: str = "CIFAR-10 (JPEG copy)") -> Path:
     """What `pdd trial` leaves: stage 'trial', one subset seed, two configs of PDD at one cell."""
     for alpha, base, val_gain in ((0.1, 25.0, 2.0), (0.01, 27.0, 1.0)):
-        write_row(directory, make_row("local", Stage.TRIAL, (1, 10), "PDD", alpha, 0.001, 0, base, val_gain=val_gain))
-    write_row(directory, make_row("local", Stage.TRIAL, (1, 10), "DM", 0.1, 0.001, 0, 21.0))
+        write_row(directory, make_row("local", Stage.TRIAL, (1, 10), "PDD", alpha, 0.001, 0, base, val_gain=val_gain,
+                                      dataset_name=dataset_name))
+    write_row(directory, make_row("local", Stage.TRIAL, (1, 10), "DM", 0.1, 0.001, 0, 21.0, dataset_name=dataset_name))
     return directory
 
 
@@ -88,14 +89,15 @@ _counter = itertools.count()
 
 
 def make_row(sweep_id: str, stage: Stage, cell: tuple[int, int | None], label: str, alpha: float, gamma: float,
-             subset_seed: int, base: float | None, val_gain: float = VAL_GAIN, eval_seeds: int = 3) -> dict[str, Any]:
+             subset_seed: int, base: float | None, val_gain: float = VAL_GAIN, eval_seeds: int = 3,
+             dataset_name: str = "CIFAR-10 (JPEG copy)") -> dict[str, Any]:
     """One trial's row; base None makes a failed (diverged) trial."""
     ipc, pipc = cell
     method, init = LABEL_METHOD[label]
     config = TrialConfig(method=method, ipc=ipc, pipc=pipc, alpha=alpha, gamma=gamma, init=init,
                          subset_seed=subset_seed, data={"source": "fixture"})
     trial_id = f"{sweep_id}_{stage}_{method}_{init}_ipc{ipc}_pipc{pipc_text(pipc)}_{next(_counter)}"
-    provenance = {"git_commit": "0123456789abcdef0123", "dataset_name": "CIFAR-10 (JPEG copy)",
+    provenance = {"git_commit": "0123456789abcdef0123", "dataset_name": dataset_name,
                   "dataset_hash": "d" * 16, "device": "cpu",
                   "finished_at": datetime(2025, 11, 24, 8, 30 + subset_seed, tzinfo=UTC)}
     if base is None:
@@ -129,4 +131,5 @@ def write_synthetic_sets(directory: Path, rows: list[dict[str, Any]]) -> None:
         else:
             path = directory / ARTIFACTS / row["trial_id"] / "synthetic.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"images": images[label], "labels": labels, "meta": {"classes": CLASSES}}, path)
+        meta = {"classes": CLASSES, "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
+        torch.save({"images": images[label], "labels": labels, "meta": meta}, path)

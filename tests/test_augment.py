@@ -353,3 +353,25 @@ def test_cuda_input_with_cpu_generator_matches_cpu(kind: str) -> None:
     x = images(4)
     t = sample_transform(gen(16), 4, H, kind=kind)
     torch.testing.assert_close(apply_transform(x.cuda(), t).cpu(), apply_transform(x, t), rtol=1e-5, atol=1e-5)
+
+
+def gray(n: int, size: int = 28) -> torch.Tensor:
+    return torch.randn(n, 1, size, size, generator=gen(77))
+
+
+def test_saturation_leaves_one_channel_unchanged_as_in_the_reference() -> None:
+    """On one channel the channel mean is the pixel: only brightness and contrast change grayscale images."""
+    x = gray(3)
+    torch.testing.assert_close(apply_transform(x, color(0.0, 0.0, 1.0)), x)
+    torch.testing.assert_close(apply_transform(x, color(0.0, 1.7, 1.0)), x)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(apply_transform(x, color(0.2, 0.0, 1.5)), (x - mean) * 1.5 + mean + 0.2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_keeps_a_grayscale_28px_batch_and_its_gradients(kind: str) -> None:
+    x = gray(4).requires_grad_()
+    y = apply_transform(x, sample_transform(gen(3), 4, 28, kind=kind))
+    assert y.shape == x.shape
+    y.square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

@@ -32,7 +32,7 @@ def test_each_distillation_figure_is_its_median_round(monkeypatch):
 
     slow_first_round = iter([500.0] * 8 + [100.0 + k for k in range(8)] + [200.0 + k for k in range(8)])
 
-    def fake_distill(method, ipc, pipc, opts):
+    def fake_distill(method, ipc, pipc, opts, spec):
         return {"method": method, "ipc": ipc, "pipc": pipc, "ms_per_iteration": next(slow_first_round)}
 
     monkeypatch.setattr(bench, "bench_distill", fake_distill)
@@ -49,7 +49,7 @@ def test_whole_trials_are_timed_from_their_rows_and_set_beside_the_component_fig
     trials = bench.bench_trials(Options(device=torch.device("cpu"), precision="bf16"), iterations=2, epochs=1)
     assert [(row["method"], row["ipc"], row["pipc"]) for row in trials] == [("dm", 1, "10"), ("pdd", 1, "10")]
     assert all(row["ms_per_iteration"] > 0 and row["ms_per_epoch"] > 0 for row in trials)
-    report = {"trials": trials, "sam_step": [{"ipc": 1, "ms_per_step": 10.0}],
+    report = {"trials": trials, "sam_step": [{"ipc": 1, "ms_per_step": 10.0}], "shapes": {"classes": 10},
               "distill": [{"method": "dm", "ipc": 1, "pipc": "10", "ms_per_iteration": 50.0},
                           {"method": "pdd", "ipc": 1, "pipc": "10", "ms_per_iteration": 80.0}]}
     bench.compare_trials(report)
@@ -60,3 +60,16 @@ def test_whole_trials_are_timed_from_their_rows_and_set_beside_the_component_fig
 
 def test_the_benchmark_names_the_cpu_it_ran_on():
     assert bench.cpu_name() and bench.cpu_name() != "unknown"
+
+
+def test_the_benchmark_runs_on_a_grayscale_dataset_with_100_classes():
+    import torch
+
+    from pdd.data import ImageSpec
+
+    spec = ImageSpec(channels=1, image_size=28, num_classes=100, test_images=10_000)
+    opts = Options(device=torch.device("cpu"), iterations=1, warmup=0)
+    step = bench.bench_sam_step(1, opts, spec)
+    assert step["batch"] == 100 and step["gflop_per_step"] == pytest.approx(
+        bench.sam_step_flops(100, bench.ModelConfig(), spec) / 1e9)
+    assert bench.bench_test_pass(opts, spec, images=32)["images_per_second"] > 0

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import pdd.data as data
-from pdd.data import ImageDataset, denormalize, load_dataset, normalize, practical_subset, split_train_val
+from pdd.data import ImageDataset, Normalization, load_dataset, practical_subset, split_train_val
 from pdd.errors import DataError
 
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -192,16 +192,18 @@ def test_cifar10_without_internet_says_what_to_do(tmp_path: Path, monkeypatch):
 
 def test_normalize_round_trip_and_centring(cifar_slice: Path):
     ds = load_dataset(cifar_slice)
-    x = normalize(ds.train_images)
+    x = ds.normalization.normalize(ds.train_images)
     assert x.dtype == torch.float32 and x.shape == ds.train_images.shape
-    assert x.mean(dim=(0, 2, 3)).abs().max() < 0.2  # CIFAR stats centre CIFAR-like data
-    assert torch.allclose(denormalize(x) * 255, ds.train_images.float(), atol=1e-3)
-    assert denormalize(torch.full((1, 3, 2, 2), 100.0)).max() == 1.0
+    assert x.mean(dim=(0, 2, 3)).abs().max() < 0.2  # its own training split's stats centre it
+    assert torch.allclose(ds.normalization.denormalize(x) * 255, ds.train_images.float(), atol=1e-3)
+    assert ds.normalization.denormalize(torch.full((1, 3, 2, 2), 100.0)).max() == 1.0
 
 
-def test_normalize_other_channel_counts_use_half():
+def test_normalize_uses_the_given_statistics():
     gray = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1)
-    assert normalize(gray).flatten().tolist() == [-1.0, 1.0]
+    assert Normalization((0.5,), (0.5,)).normalize(gray).flatten().tolist() == [-1.0, 1.0]
+    with pytest.raises(DataError, match="images have 1 channels, the normalisation 3"):
+        Normalization((0.5,) * 3, (0.5,) * 3).normalize(gray)
 
 
 # --- split and practical subset ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pdd import augment, losses
 from pdd import distill as distill_module
 from pdd import methods as methods_module
 from pdd.config import TrialConfig
-from pdd.data import indices_by_class
+from pdd.data import Normalization, indices_by_class
 from pdd.distill import Problem, distill
 from pdd.hooks import MemoryStore
 from pdd.method_spec import SPECS, Terms, check_method, method_label, method_names, needs_teacher
@@ -27,7 +27,8 @@ def tiny_problem(iterations: int, **overrides) -> Problem:
     cfg = TrialConfig(**values)
     teacher = build_model(MODEL, 3, 3, 16, generator).eval()
     return Problem(cfg=cfg, real=torch.randn(12, 3, 16, 16, generator=generator),
-                   real_labels=torch.arange(3).repeat_interleave(4), num_classes=3, teacher=teacher,
+                   real_labels=torch.arange(3).repeat_interleave(4), num_classes=3,
+                   normalization=Normalization((0.5,) * 3, (0.5,) * 3), teacher=teacher,
                    teacher_weight_decay=5e-4, checkpoint_every=3)
 
 

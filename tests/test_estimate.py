@@ -2,8 +2,9 @@
 
 import pytest
 
-from pdd.bench import iteration_flops, sweep_flops
+from pdd.bench import evaluation_flops, forward_flops, iteration_flops, sweep_flops
 from pdd.config import TrialConfig
+from pdd.data import image_spec
 from pdd.methods import BOTH, DM_ONLY
 from pdd.sweep import SweepSpec
 
@@ -40,3 +41,26 @@ def test_a_sweep_counts_every_search_and_confirm_trial():
     assert rows["dm", "confirm"]["eval_flops"] == pytest.approx(2 * 3 * one_model)
     assert rows["random", "confirm"]["distill_flops"] == 0
     assert rows["random", "confirm"]["eval_flops"] == pytest.approx(2 * 3 * one_model)
+
+
+# On 28x28 grayscale the first convolution pads by 3 (output 32x32) and sees one channel; CIFAR-100 has 100 classes.
+EMBED_GRAY = 2 * 1 * 128 * 9 * 32 * 32 + 2 * 128 * 128 * 9 * 16 * 16 + 2 * 128 * 128 * 9 * 8 * 8
+
+
+def test_shapes_come_from_the_data_source():
+    mnist = TrialConfig(method="pdd", ipc=1, pipc=10, data={"source": "fashion-mnist"})
+    assert forward_flops(mnist.model, image_spec("fashion-mnist")) == (EMBED_GRAY, HEAD)
+    assert iteration_flops(mnist, BOTH) == 120 * EMBED_GRAY + 7 * 10 * (EMBED_GRAY + HEAD)
+    many = TrialConfig(method="dm", ipc=1, pipc=10, data={"source": "cifar100"})
+    assert iteration_flops(many, DM_ONLY) == 1000 * EMBED + 2 * 100 * EMBED  # ipc 1 means 100 images
+    assert forward_flops(many.model, image_spec("cifar100"))[1] == 2 * 2048 * 100
+
+
+def test_a_folder_source_is_measured_by_loading_it(tmp_path):
+    from source_fixtures import write_gray_image_folder
+
+    tree = write_gray_image_folder(tmp_path / "gray")
+    cfg = TrialConfig(method="dm", ipc=2, pipc=2, data={"source": str(tree), "val_per_class": 1})
+    assert iteration_flops(cfg, DM_ONLY) == 3 * 2 * EMBED_GRAY + 2 * 3 * 2 * EMBED_GRAY
+    assert evaluation_flops(cfg) == cfg.eval.epochs * 6 * 6 * (EMBED_GRAY + 2 * 2048 * 3) + \
+        (3 * 1 + 6) * (EMBED_GRAY + 2 * 2048 * 3)

@@ -9,6 +9,9 @@ from pdd.config import EvalConfig
 from pdd.evaluate import SAM, accuracy, score, train_on_synthetic
 from pdd.hooks import MemoryStore
 from pdd.models import ModelConfig
+from pdd.sources import SOURCES
+
+CIFAR = SOURCES["cifar10"].normalization
 
 
 def quadratic_model():
@@ -59,7 +62,7 @@ def test_training_is_reproducible_per_seed_and_learns_a_separable_set():
     second = train_on_synthetic(images, labels, cfg, model_cfg, 4, seed=1)
     assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters()))
     uint8 = ((images * 0.2 + 0.5).clamp(0, 1) * 255).to(torch.uint8)
-    assert accuracy(first, uint8, labels) == 100.0
+    assert accuracy(first, uint8, labels, CIFAR) == 100.0
 
 
 def test_score_resumes_from_finished_seeds():
@@ -69,10 +72,10 @@ def test_score_resumes_from_finished_seeds():
     held_out = (torch.randint(0, 255, (8, 3, 8, 8), dtype=torch.uint8, generator=generator), torch.arange(4).repeat(2))
     cfg = EvalConfig(epochs=2, seeds=3, dsa=True)
     store = MemoryStore()
-    full = score(images, labels, cfg, ModelConfig(width=4, depth=1), 4, held_out, held_out, store=store)
+    full = score(images, labels, cfg, ModelConfig(width=4, depth=1), 4, held_out, held_out, CIFAR, store=store)
     assert full.seeds == [0, 1, 2] and len(full.val) == 3
     store.states["evaluate"]["test"][1] = -1.0  # a marker: a resumed run must reuse, not recompute, seed 1
-    again = score(images, labels, cfg, ModelConfig(width=4, depth=1), 4, held_out, held_out, store=store)
+    again = score(images, labels, cfg, ModelConfig(width=4, depth=1), 4, held_out, held_out, CIFAR, store=store)
     assert again.test[1] == -1.0 and again.test[0] == full.test[0]
 
 
@@ -86,7 +89,7 @@ def test_score_never_reuses_another_calls_results(monkeypatch):
     held_out = (torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))
     cfg = EvalConfig(epochs=1, seeds=2, dsa=False)
     for _ in range(2):
-        score(images, labels, cfg, ModelConfig(width=4, depth=1), 2, held_out, held_out)
+        score(images, labels, cfg, ModelConfig(width=4, depth=1), 2, held_out, held_out, CIFAR)
     assert len(trained) == 4
 
 
@@ -100,11 +103,10 @@ def test_bf16_scoring_agrees_with_fp32_on_a_trained_net():
         images[labels == channel, channel] += 120
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    from pdd.data import normalize
     for _ in range(100):
         optimizer.zero_grad()
-        F.cross_entropy(model(normalize(images)), labels).backward()
+        F.cross_entropy(model(CIFAR.normalize(images)), labels).backward()
         optimizer.step()
-    plain = accuracy(model, images, labels, "fp32")
+    plain = accuracy(model, images, labels, CIFAR, "fp32")
     assert plain > 90
-    assert accuracy(model, images, labels, "bf16") == pytest.approx(plain, abs=1.0)
+    assert accuracy(model, images, labels, CIFAR, "bf16") == pytest.approx(plain, abs=1.0)

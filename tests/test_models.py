@@ -43,3 +43,14 @@ def test_bf16_pooling_averages_each_2x2_block_as_avg_pool2d(size):
     assert pooled.dtype == torch.bfloat16
     torch.testing.assert_close(pooled.float(), F.avg_pool2d(x, 2), rtol=0.02, atol=0.02)
     assert torch.equal(AvgPool2()(x), F.avg_pool2d(x, 2))
+
+
+@pytest.mark.parametrize("channels, size", [(1, 28), (3, 32), (1, 32)])
+def test_every_dataset_shape_gives_the_references_128x4x4_features(channels, size):
+    """The DM reference pads the first convolution by 3 on one channel: 28x28 grows to 32x32 there."""
+    model = build_model(ModelConfig(), channels=channels, num_classes=100, image_size=size)
+    first = model.features[0]
+    assert first.padding == ((3, 3) if channels == 1 else (1, 1))
+    assert all(conv.padding == (1, 1) for conv in model.features[4::4])
+    assert model.embed(torch.zeros(2, channels, size, size)).shape == (2, 2048)
+    assert model(torch.zeros(2, channels, size, size)).shape == (2, 100)

@@ -429,3 +429,27 @@ def test_paper_table_matches_the_paper():
         parsed[ipc, pipc] = {column: tuple(float(part) for part in value.split("±"))
                              for column, value in zip(columns, fields[3:], strict=True) if value}
     assert parsed == TABLE_1
+
+
+@pytest.mark.parametrize("dataset, ratio", [("Fashion-MNIST", "0.167"), ("CIFAR-100", "2"), ("my-images", "n/a")])
+def test_a_dataset_the_paper_never_ran_has_no_paper_numbers_and_is_named(tmp_path, dataset, ratio):
+    directory = write_local_trials(tmp_path / "local", dataset_name=dataset)
+    report = build_report([directory])
+    section = report.sections[0]
+    main_table = section.tables[0]
+    assert main_table.title == f"Test accuracy (%) on {dataset}"
+    assert f"on {dataset} of the chosen config" in main_table.caption
+    assert dict(section.provenance)["Dataset"] == dataset
+    assert "reports no numbers on " + dataset in dict(section.provenance)["Compared with"]
+    (row,) = main_table.rows
+    assert row[2].text == ratio  # pipc 10 over the training images per class, where they are all alike
+    assert [cell.text for cell in row[3:]] == ["20.00 ± 0.50", "26.00 ± 0.50"]
+    assert all(cell.note == "" for cell in row[3:])  # no paper value to set beside ours
+
+
+def test_the_paper_is_looked_up_by_dataset():
+    from pdd.paper import paper_value
+
+    assert paper_value("cifar10", 1, 10, "PDD") == (25.53, 0.45)
+    assert paper_value("cifar100", 1, 10, "PDD") is None
+    assert paper_value(None, 1, 10, "PDD") is None

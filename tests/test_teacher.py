@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pdd.data import normalize
+from pdd.sources import SOURCES
 from pdd.teacher import stationarity
 
 
@@ -13,14 +13,15 @@ def test_stationarity_gap_vanishes_at_the_regularised_minimum():
     images = torch.randint(0, 256, (60, 3, 4, 4), dtype=torch.uint8, generator=generator)
     labels = torch.arange(3).repeat(20)
     model = nn.Sequential(nn.Flatten(), nn.Linear(48, 3))
-    x = normalize(images)
-    before = stationarity(model, images, labels, weight_decay=0.1)
+    cifar = SOURCES["cifar10"].normalization
+    x = cifar.normalize(images)
+    before = stationarity(model, images, labels, cifar, weight_decay=0.1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0, weight_decay=0.1)
     for _ in range(600):  # strongly convex: full-batch gradient descent converges
         optimizer.zero_grad()
         F.cross_entropy(model(x), labels).backward()
         optimizer.step()
-    after = stationarity(model, images, labels, weight_decay=0.1)
+    after = stationarity(model, images, labels, cifar, weight_decay=0.1)
     assert after["stationarity_gap"] < 0.01 * after["stat_floor"]
     assert before["stationarity_gap"] > 0.5 * before["stat_floor"]
 

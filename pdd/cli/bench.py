@@ -25,7 +25,8 @@ def bench(
     iterations: int = typer.Option(4, min=1, help="timed repeats per figure (after a warm-up)"),
     rounds: int = typer.Option(3, min=1, help="interleaved passes over the distillation settings; each figure "
                                "is its median pass"),
-    data: str | None = typer.Option(None, help="also time trial start-up, cold and warm, on this dataset"),
+    data: str | None = typer.Option(None, help="time every figure on this dataset's shapes (default: CIFAR-10's) "
+                                    "and trial start-up on it, cold and warm"),
     teacher: Path | None = typer.Option(None, help="a teacher for the start-up timing (else a dm trial)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
     sweep: str | None = typer.Option(None, help="also report the trial-slot overhead of this finished sweep "

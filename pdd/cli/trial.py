@@ -22,6 +22,8 @@ from pdd.results import Status
 PROTOCOL_HELP = ("how a set is judged: paper (SAM, lr 0.1, the paper's supplement) or dc (SGD lr 0.01, the DC/DM "
                  "reference's evaluate_synset, as published DD numbers)")
 
+DATA_HELP = ("cifar10, cifar100, mnist, fashion-mnist, svhn, an ImageFolder dir or an archive of one, or a folder "
+             "of a named dataset's files (e.g. the four idx files) [env PDD_DATA]")
 teacher_app = typer.Typer(no_args_is_help=True, help="Train or inspect the edge-model teacher.")
 app.add_typer(teacher_app, name="teacher")
 
@@ -43,7 +45,7 @@ def trial(
     precision: str | None = typer.Option(
         None, help="bf16: distillation forwards and scoring under bfloat16 autocast; fp32 forces the plain path"),
     subset_seed: int | None = typer.Option(None, help="seed of the draw of T'"),
-    data: str | None = typer.Option(None, help="cifar10, an ImageFolder dir or an archive of one [env PDD_DATA]"),
+    data: str | None = typer.Option(None, help=DATA_HELP),
     teacher: str | None = typer.Option(
         None, help="teacher checkpoint from `pdd teacher train`, or 'auto': the cached teacher for this data "
                    "and budget, trained first if missing"),
@@ -112,7 +114,7 @@ def evaluate(
     eval_epochs: int | None = typer.Option(None, help="training epochs per evaluation model"),
     eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
     precision: str | None = typer.Option(None, help="bf16: score val/test in bfloat16; fp32 forces the plain path"),
-    data: str | None = typer.Option(None, help="the dataset to score on [env PDD_DATA]"),
+    data: str | None = typer.Option(None, help=f"the dataset to score on: {DATA_HELP}"),
     val_per_class: int | None = typer.Option(None, help="validation images per class (as the trial used)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
@@ -126,7 +128,8 @@ def evaluate(
     data_cfg = DataConfig.model_validate(merged({}, source=data, val_per_class=val_per_class))
     target = resolve_device(device)
     dataset = cached_dataset(data_cfg.source)
-    images, labels = load_synthetic(path, (dataset.channels, dataset.image_size, dataset.image_size), dataset.classes)
+    images, labels = load_synthetic(path, (dataset.channels, dataset.image_size, dataset.image_size),
+                                    dataset.normalization, dataset.classes)
     if int(labels.max()) >= dataset.num_classes or int(labels.min()) < 0:
         raise PddError(f"synthetic set {path} has labels outside 0..{dataset.num_classes - 1}")
     with progress_bars() as progress:
@@ -148,7 +151,7 @@ def teacher_train(
     norm: str | None = typer.Option(None, help="none (default: no scale invariance for L_stat), instance (the DM "
                                                "ConvNet's), batch or layer"),
     augment: bool | None = typer.Option(None, help="random crop and flip while training"),
-    data: str | None = typer.Option(None, help="cifar10, an ImageFolder dir or an archive of one [env PDD_DATA]"),
+    data: str | None = typer.Option(None, help=DATA_HELP),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
     """Train the edge-model teacher on the train split (validation held out); resumes if interrupted."""

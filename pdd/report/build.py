@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pdd.method_spec import SPECS
-from pdd.paper import PAPER, PAPER_BUDGET
+from pdd.paper import DATASET, PAPER, PAPER_BUDGET
 from pdd.report.figures import figures
 from pdd.report.model import Footnotes, Report, Section
 from pdd.report.outcomes import Sweep, read_sweep_results
@@ -24,6 +24,7 @@ from pdd.report.tables import (
     trials_table,
 )
 from pdd.results import Stage
+from pdd.sources import dataset_named
 
 SOURCE = {
     Stage.CONFIRM: "the confirm stage ({rows} rows over subset seeds {subset_seeds}); each value pools the test "
@@ -48,12 +49,20 @@ def build_report(directories: Sequence[str | Path]) -> Report:
     per_directory = [{sweep.protocol: sweep for sweep in read_sweep_results(directory)} for directory in directories]
     footnotes = Footnotes()
     base = per_directory[0]
+    datasets = next(iter(base.values())).values("dataset_name")
+    on_papers_data = (dataset := dataset_named(datasets)) is not None and dataset.key == DATASET
+    shown = ", ".join(datasets) or "an unrecorded dataset"
     sections = []
     for protocol, sweep in base.items():
-        reference, compared = ((paper_reference, f"the paper: {PAPER}") if protocol == "paper" else
-                               (no_reference, "nothing: the paper's Table 1 was measured under the paper protocol"))
-        title = "Test accuracy (%) beside the paper's Table 1" if protocol == "paper" else \
-            f"Test accuracy (%), {protocol} protocol"
+        if not on_papers_data:
+            title, reference = f"Test accuracy (%) on {shown}", no_reference
+            compared = f"nothing: the paper ({PAPER}) reports no numbers on {shown}"
+        elif protocol == "paper":
+            title, reference, compared = "Test accuracy (%) beside the paper's Table 1", paper_reference(datasets), \
+                f"the paper: {PAPER}"
+        else:
+            title, reference = f"Test accuracy (%), {protocol} protocol", no_reference
+            compared = "nothing: the paper's Table 1 was measured under the paper protocol"
         sections.append(section(len(sections), sweep, reference, title, compared, footnotes))
     for later in per_directory[1:]:
         for protocol, sweep in later.items():

@@ -18,13 +18,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as Canvas
 
 from pdd.config import cell_name, pipc_text
-from pdd.data import denormalize
+from pdd.data import Normalization
 from pdd.errors import PddError
 from pdd.evaluate import mean_std
 from pdd.paper import paper_value
 from pdd.report.model import Figure
 from pdd.report.outcomes import CellKey, CellResult, Row, Sweep, cell_order
 from pdd.results import ARTIFACTS, Status
+from pdd.sources import dataset_named
 from pdd.synthetic import read_synthetic_file
 
 FIGURE_CELL: CellKey = (1, 50)  # the paper's Fig. 2 shows ipc 1, pipc 50
@@ -64,7 +65,8 @@ def synthetic_images(sweep: Sweep) -> tuple[str, Canvas]:
     axes = canvas.subplots(len(sets), 1, squeeze=False)[:, 0]
     for ax, (label, synthetic) in zip(axes, sets.items(), strict=True):
         strip, classes = class_strip(synthetic)
-        ax.imshow(strip, cmap="gray", interpolation="nearest")  # the colour map only applies to one channel
+        # The colour map and range only apply to one channel: a grayscale strip keeps its pixel values, not stretched.
+        ax.imshow(strip, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center")
         pitch = (strip.shape[1] + GAP) / len(classes)
@@ -107,6 +109,8 @@ def accuracy_vs_pipc(sweep: Sweep) -> tuple[str, Canvas]:
     pipcs = sorted({o.cell[1] for o in results}, key=lambda pipc: cell_order((0, pipc)))
     ipcs = sorted({o.cell[0] for o in results})
     colours = {ipc: f"C{i}" for i, ipc in enumerate(ipcs)}
+    dataset = dataset_named(sweep.values("dataset_name"))
+    key = dataset.key if dataset else None
     canvas = Canvas(figsize=(min(3.2 * len(labels), 13), 3.2), layout="constrained")
     axes = canvas.subplots(1, len(labels), sharey=True, squeeze=False)[0]
     for ax, label in zip(axes, labels, strict=True):
@@ -116,7 +120,7 @@ def accuracy_vs_pipc(sweep: Sweep) -> tuple[str, Canvas]:
             if ours:
                 x, mean, std = zip(*sorted(ours), strict=True)
                 ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, color=colours[ipc], label=f"ipc {ipc}")
-            paper = [(i, value[0]) for i, pipc in enumerate(pipcs) if (value := paper_value(ipc, pipc, label))]
+            paper = [(i, value[0]) for i, pipc in enumerate(pipcs) if (value := paper_value(key, ipc, pipc, label))]
             if paper:
                 ax.plot(*zip(*paper, strict=True), linestyle="--", marker="x", color=colours[ipc], alpha=0.6)
         ax.set_xticks(range(len(pipcs)), [pipc_text(pipc) for pipc in pipcs])
@@ -202,7 +206,11 @@ def load_set(row: Row, directory: Path) -> SyntheticSet | None:
             images, labels, meta = read_synthetic_file(path)
         except PddError:  # a foreign or truncated file: try the next place
             continue
-        return SyntheticSet(denormalize(images.float()).numpy(), labels.numpy(), meta.get("classes"))
+        if "mean" not in meta or "std" not in meta:
+            continue  # not a trial's set: without the statistics it was normalised with, its pixels are unknown
+        # The trial recorded the dataset's statistics: pixels are shown as the dataset has them.
+        normalization = Normalization(tuple(meta["mean"]), tuple(meta["std"]))
+        return SyntheticSet(normalization.denormalize(images.float()).numpy(), labels.numpy(), meta.get("classes"))
     return None
 
 

@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 from pdd.config import pipc_text
 from pdd.evaluate import mean_std
-from pdd.paper import TRAIN_IMAGES_PER_CLASS, paper_value
+from pdd.paper import paper_value
 from pdd.report.model import Footnotes, Table, TableCell
 from pdd.report.outcomes import STAGE_ORDER, CellKey, CellResult, Sweep, failure_reasons, stage_trials
 from pdd.results import Status
+from pdd.sources import dataset_named
 from pdd.stats import Paired, paired
 
 DASH = "—"
@@ -19,9 +20,15 @@ DASH = "—"
 Reference = Callable[[CellKey, str], tuple[str, float] | None]
 
 
-def paper_reference(cell: CellKey, label: str) -> tuple[str, float] | None:
-    value = paper_value(cell[0], cell[1], label)
-    return None if value is None else ("paper", value[0])
+def paper_reference(datasets: list[str]) -> Reference:
+    """The paper's Table 1 as the reference for rows on these datasets: no value unless they are its dataset."""
+    dataset = dataset_named(datasets)
+    key = dataset.key if dataset else None
+
+    def reference(cell: CellKey, label: str) -> tuple[str, float] | None:
+        value = paper_value(key, cell[0], cell[1], label)
+        return None if value is None else ("paper", value[0])
+    return reference
 
 
 def no_reference(cell: CellKey, label: str) -> None:
@@ -48,9 +55,10 @@ def main_table(sweep: Sweep, reference: Reference, footnotes: Footnotes, table_i
         rows.append([*cell_heads(cell), ratio_cell(cell[1], datasets),
                      *(accuracy_cell(result, best, significant_win(result, results), reference, footnotes)
                        for result in results)])
-    caption = (f"Test accuracy (%) of the chosen config under the {sweep.protocol} protocol: mean ± std over all its "
-               f"evaluation models ({sweep.stage} stage). Bold: the best of the row. ▲: the best beats the row's "
-               f"runner-up, paired over the draws of T' with a 95% interval above 0 (see the paired table).")
+    caption = (f"Test accuracy (%) on {', '.join(datasets) or 'an unrecorded dataset'} of the chosen config under the "
+               f"{sweep.protocol} protocol: mean ± std over all its evaluation models ({sweep.stage} stage). Bold: the "
+               f"best of the row. ▲: the best beats the row's runner-up, paired over the draws of T' with a 95% "
+               f"interval above 0 (see the paired table).")
     return Table(table_id, title, ["ipc", "pipc", "ratio %", *sweep.labels], rows, caption)
 
 
@@ -180,9 +188,9 @@ def ratio_percent(pipc: int | None, datasets: list[str]) -> float | None:
     """pipc as a share of a class's training images, as Table 1's ratio column; None for an unknown dataset."""
     if pipc is None:
         return 100.0
-    counts = [count for prefix, count in TRAIN_IMAGES_PER_CLASS.items()
-              if datasets and all(name.startswith(prefix) for name in datasets)]
-    return 100 * pipc / counts[0] if counts else None
+    dataset = dataset_named(datasets)
+    per_class = dataset.train_per_class if dataset else None
+    return None if per_class is None else 100 * pipc / per_class
 
 
 def count_cell(count: int) -> TableCell:
