@@ -22,7 +22,7 @@ DEFAULT_BUDGET: Budget = "cpu"
 
 # The teacher's ConvNet has no normalisation: after a norm layer the loss is scale-invariant in the weights
 # before it, so every per-image gradient is orthogonal to theta* there and L_stat could never fall below
-# mean |theta*| (README, results). DM's embedders and the evaluation nets keep the DM reference's ConvNet.
+# mean |theta*| (reports/cifar10-jpeg-cpu/README.md). DM's embedders and the evaluation nets keep the DM reference's ConvNet.
 EDGE_MODEL = ModelConfig(norm="none")
 
 # paper: the paper's evaluation (SAM, 5000 epochs) and the DM reference's 20,000 distillation iterations.
@@ -137,7 +137,7 @@ class TrialConfig(Strict):
         0.0, ge=0, description="DSV's manifold term: weight of the DKKT loss on DSA-augmented copies of S (DSV: 5)")
     dsa: bool = True
     # bf16 distillation ran 1.6-2.6x faster on a CPU; paired cpu trials (same seeds) moved test accuracy by less
-    # than the std across draws or evaluation models (README, speed).
+    # than the std across draws or evaluation models (benchmarks/README.md).
     precision: Literal["fp32", "bf16"] = Field(
         "bf16", description="bf16: every distillation forward (real, synthetic, teacher) under bfloat16 autocast; "
                 "fp32: the plain path")
