@@ -22,7 +22,8 @@ DEFAULT_BUDGET: Budget = "cpu"
 
 # The teacher's ConvNet has no normalisation: after a norm layer the loss is scale-invariant in the weights
 # before it, so every per-image gradient is orthogonal to theta* there and L_stat could never fall below
-# mean |theta*| (reports/cifar10-jpeg-cpu/README.md). DM's embedders and the evaluation nets keep the DM reference's ConvNet.
+# mean |theta*| (reports/cifar10-jpeg-cpu/README.md). DM's embedders and the evaluation nets keep the DM
+# reference's ConvNet.
 EDGE_MODEL = ModelConfig(norm="none")
 
 # paper: the paper's evaluation (SAM, 5000 epochs) and the DM reference's 20,000 distillation iterations.
