@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from pdd import augment
@@ -33,7 +32,7 @@ from pdd.config import EDGE_MODEL, EvalConfig, TeacherConfig, TrialConfig, pipc_
 from pdd.data import ImageDataset, ImageSpec, Normalization, image_spec
 from pdd.distill import Problem, distill
 from pdd.errors import PddError
-from pdd.evaluate import SAM, accuracy
+from pdd.evaluate import SAM, accuracy, loss
 from pdd.hooks import SectionTimer
 from pdd.method_spec import SPECS, Terms
 from pdd.methods import synthetic_labels
@@ -242,7 +241,7 @@ def bench_sam_step(ipc: int, opts: Options, spec: ImageSpec = DEFAULT_SPEC) -> d
 
     def step() -> None:
         augmented = augment.augment(x, generator, siamese=False)
-        sam.step(lambda: F.cross_entropy(model(augmented), y))
+        sam.step(lambda: loss(model, augmented, y, opts.precision))
 
     ms = median_ms(lambda: _synced(opts.device, step), repeats=opts.iterations, warmup=opts.warmup)
     flops = sam_step_flops(batch, ModelConfig(), spec)
@@ -335,7 +334,8 @@ def bench_trials(opts: Options, spec: ImageSpec = DEFAULT_SPEC, iterations: int 
             for method in TERMS:
                 cfg = TrialConfig(method=method, ipc=ipc, pipc=pipc, init="noise", budget="smoke",
                                   iterations=iterations, precision=opts.precision,
-                                  eval={"epochs": epochs, "seeds": 1, "precision": opts.precision},
+                                  eval={"epochs": epochs, "seeds": 1, "precision": opts.precision,
+                                        "train_precision": opts.precision},
                                   data={"source": str(source), "val_per_class": TRIAL_VAL_PER_CLASS})
                 row = run_trial(cfg, TrialOptions(results=root / "results", teacher=teacher, device=str(opts.device),
                                                   cache_dir=root / "cache"))
@@ -380,10 +380,9 @@ def run(opts: Options, data: str | None = None, teacher: Path | None = None) -> 
     # as slow (200 against 104 ms per iteration).
     report["matmul_gflops"] = {"fp32": matmul_gflops(opts.device, torch.float32),
                                "bf16": matmul_gflops(opts.device, torch.bfloat16)}
-    # Each step against the rate of the dtype it runs in: `precision` covers distillation and the test pass,
-    # while SAM training stays fp32.
+    # Each step against the rate of the dtype it runs in: `precision` covers distillation, SAM and the test pass.
     rates = report["matmul_gflops"]
-    for rows, dtype in ((report["distill"] + [report["test_pass"]], opts.precision), (report["sam_step"], "fp32")):
+    for rows, dtype in ((report["distill"] + report["sam_step"] + [report["test_pass"]], opts.precision),):
         for row in rows:
             row["ceiling_gflops"] = rates[dtype]
             row["fraction_of_ceiling"] = row["achieved_gflops"] / rates[dtype]

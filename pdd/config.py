@@ -90,7 +90,10 @@ class EvalConfig(Strict):
     dsa: bool = True
     # bf16 scoring moved a cpu trial's test accuracy by 0.02 points (std 0.66) and ran 1.8x faster (benchmarks/).
     precision: Literal["fp32", "bf16"] = Field(
-        "bf16", description="bf16: val/test scoring under bfloat16 autocast (training stays fp32); fp32: plain")
+        "bf16", description="bf16: val/test scoring under bfloat16 autocast; fp32: plain")
+    train_precision: Literal["fp32", "bf16"] = Field(
+        "bf16", description="bf16: each evaluation model's forwards under bfloat16 autocast while it trains (weights, "
+                            "gradients and optimiser stay fp32); fp32: plain")
 
     @model_validator(mode="before")
     @classmethod

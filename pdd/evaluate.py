@@ -112,13 +112,20 @@ def train_on_synthetic(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cf
             if cfg.dsa:
                 x = augment.augment(x, generator, siamese=False)
             if sam:
-                sam.step(lambda x=x, y=y: F.cross_entropy(model(x), y))
+                sam.step(lambda x=x, y=y: loss(model, x, y, cfg.train_precision))
             else:
-                F.cross_entropy(model(x), y).backward()
+                loss(model, x, y, cfg.train_precision).backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         reporter.update(phase, epoch + 1, {})
     return model.eval()
+
+
+def loss(model: nn.Module, x: Tensor, y: Tensor, precision: str) -> Tensor:
+    """Cross-entropy of the batch; bf16 runs the forward under autocast and takes the loss of fp32 logits."""
+    with autocast(precision, x.device):
+        logits = model(x)
+    return F.cross_entropy(logits.float(), y)
 
 
 def _sgd(model: nn.Module, cfg: EvalConfig, lr: float) -> torch.optim.SGD:

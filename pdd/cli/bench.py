@@ -68,7 +68,8 @@ def print_report(report: dict) -> None:
         distill.add_row(row["method"], str(row["ipc"]), str(row["pipc"]), f"{row['ms_per_iteration']:.0f}",
                         f"{row['gflop_per_iteration']:.1f}", f"{row['fraction_of_ceiling']:.0%}", shares)
     console.print(distill)
-    evaluation = Table("ipc", "batch", "ms/SAM step", "GFLOP/step", "of fp32 ceiling", title="Evaluation (SAM in fp32)")
+    evaluation = Table("ipc", "batch", "ms/SAM step", "GFLOP/step", f"of {precision} ceiling",
+                       title=f"Evaluation (SAM with DSA, {precision})")
     for row in report["sam_step"]:
         evaluation.add_row(str(row["ipc"]), str(row["batch"]), f"{row['ms_per_step']:.1f}",
                            f"{row['gflop_per_step']:.2f}", f"{row['fraction_of_ceiling']:.0%}")

@@ -43,7 +43,8 @@ def trial(
     eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
     seed: int | None = typer.Option(None, help="distillation seed"),
     precision: str | None = typer.Option(
-        None, help="bf16: distillation forwards and scoring under bfloat16 autocast; fp32 forces the plain path"),
+        None, help="bf16: distillation, evaluation training and scoring under bfloat16 autocast; fp32 forces the "
+                   "plain path"),
     subset_seed: int | None = typer.Option(None, help="seed of the draw of T'"),
     data: str | None = typer.Option(None, help=DATA_HELP),
     teacher: str | None = typer.Option(
@@ -63,7 +64,8 @@ def trial(
                     budget=budget, iterations=iterations, seed=seed, subset_seed=subset_seed, dsv_set=dsv_set,
                     precision=precision, **{"eval.protocol": protocol, "eval.epochs": eval_epochs,
                                             "eval.seeds": eval_seeds,
-                                            "eval.precision": precision, "data.source": data})
+                                            "eval.precision": precision, "eval.train_precision": precision,
+                                            "data.source": data})
     if pipc_value != "unset":
         values["pipc"] = pipc_value
     cfg = TrialConfig.model_validate(values)
@@ -113,7 +115,8 @@ def evaluate(
     protocol: Protocol = typer.Option("paper", help=PROTOCOL_HELP),
     eval_epochs: int | None = typer.Option(None, help="training epochs per evaluation model"),
     eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
-    precision: str | None = typer.Option(None, help="bf16: score val/test in bfloat16; fp32 forces the plain path"),
+    precision: str | None = typer.Option(
+        None, help="bf16: train and score the models under bfloat16 autocast; fp32 forces the plain path"),
     data: str | None = typer.Option(None, help=f"the dataset to score on: {DATA_HELP}"),
     val_per_class: int | None = typer.Option(None, help="validation images per class (as the trial used)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
@@ -124,7 +127,7 @@ def evaluate(
     from pdd.trial import cached_dataset, resolve_device, score_on_dataset
 
     eval_cfg = EvalConfig.model_validate(merged({"budget": budget, "protocol": protocol}, epochs=eval_epochs,
-                                                 seeds=eval_seeds, precision=precision))
+                                                 seeds=eval_seeds, precision=precision, train_precision=precision))
     data_cfg = DataConfig.model_validate(merged({}, source=data, val_per_class=val_per_class))
     target = resolve_device(device)
     dataset = cached_dataset(data_cfg.source)
