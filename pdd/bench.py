@@ -354,15 +354,16 @@ def compare_trials(report: dict[str, Any]) -> None:
         component = distill[row["method"], row["ipc"], row["pipc"]]
         # An epoch over ipc x 10 images is one SAM step per batch of 256; the scoring after training is outside.
         steps = -(-row["ipc"] * report["shapes"]["classes"] // EvalConfig(budget="smoke").batch)
-        row["components"] = {"ms_per_iteration": component, "ms_per_epoch": steps * sam[row["ipc"]]}
+        epoch = steps * sam[row["ipc"]]
+        row["components"] = {"ms_per_iteration": component, "ms_per_epoch": epoch}
         row["trial_over_components"] = {"iteration": row["ms_per_iteration"] / component,
-                                        "epoch": row["ms_per_epoch"] / (steps * sam[row["ipc"]])}
+                                        "epoch": row["ms_per_epoch"] / epoch}
 
 
 def run(opts: Options, data: str | None = None, teacher: Path | None = None) -> dict[str, Any]:
     """Every section on the shapes of `data` (else CIFAR-10's); start-up only when a dataset is given (it decodes
     the real data once, cold)."""
-    keep_freed_memory()  # as every trial runs
+    keep_freed_memory()  # as distillation, evaluation and teachers do, for the steps timed outside them
     spec = spec_of(data) if data else DEFAULT_SPEC
     report: dict[str, Any] = {
         "device": str(opts.device), "cpu": cpu_name(), "precision": opts.precision,

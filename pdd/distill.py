@@ -29,6 +29,7 @@ from pdd.errors import DivergedError
 from pdd.hooks import CheckpointStore, MemoryStore, NullReporter, NullTimer, Reporter, SectionTimer
 from pdd.method_spec import Terms
 from pdd.models import autocast, build_model, chunk_size, reset_parameters
+from pdd.runtime import keep_freed_memory
 
 if TYPE_CHECKING:
     from pdd.config import TrialConfig
@@ -137,6 +138,7 @@ def _total(parts: dict[str, Tensor], cfg: TrialConfig, dm_weight: float) -> Tens
 
 
 def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name: str) -> Distilled:
+    keep_freed_memory()
     cfg = problem.cfg
     device = problem.device
     images = images.detach().clone().to(device).requires_grad_(True)

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from pdd import augment
 from pdd.hooks import CheckpointStore, MemoryStore, NullReporter, Reporter
 from pdd.models import GPU_EVAL_BATCH, autocast, build_model, chunk_size
+from pdd.runtime import keep_freed_memory
 
 if TYPE_CHECKING:
     from pdd.config import EvalConfig
@@ -156,6 +157,7 @@ def score(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cfg: ModelConfi
           reporter: Reporter = NullReporter(), store: CheckpointStore | None = None) -> Scored:
     """Train cfg.seeds models and score each on uint8 val and test images normalised with `normalization`;
     finished models are checkpointed so a resume skips them."""
+    keep_freed_memory()
     store = store or MemoryStore()  # a fresh one per call: a shared default would carry seeds across calls
     scored = store.load("evaluate") or {"seeds": [], "val": [], "test": []}
     seeds = [cfg.seed + k for k in range(cfg.seeds)]

@@ -1,4 +1,4 @@
-"""Process settings under which a trial runs at the machine's speed; every trial, teacher and evaluation applies them.
+"""Process settings under which pdd runs at the machine's speed, applied by distillation, evaluation and teachers.
 
 glibc's malloc serves a block above its mmap threshold (dynamic, at most 32 MiB) with a fresh mapping and unmaps
 it on free. A ConvNet's activations are such blocks (256 images x 128 x 32 x 32 in bf16 is 64 MiB), so every

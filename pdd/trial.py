@@ -30,7 +30,6 @@ from pdd.method_spec import needs_teacher
 from pdd.methods import MAKE
 from pdd.models import ModelConfig
 from pdd.results import ARTIFACTS, Stage, Status, final_losses_json, read_row, trial_row, write_row
-from pdd.runtime import keep_freed_memory
 from pdd.synthetic import save_grid, save_synthetic
 from pdd.teacher import load_teacher
 
@@ -107,7 +106,6 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
 
     A trial whose row is already stored with status 'ok' is returned as stored unless options.force.
     """
-    keep_freed_memory()
     began = time.perf_counter()
     device = resolve_device(options.device)
     dataset = cached_dataset(cfg.data.source, options.cache_dir)
@@ -188,7 +186,6 @@ def score_on_dataset(images: torch.Tensor, labels: torch.Tensor, eval_cfg: EvalC
                      data_cfg: DataConfig, dataset: ImageDataset, device: torch.device,
                      reporter: Reporter | None = None, store: CheckpointStore | None = None) -> Scored:
     """The evaluation protocol on this dataset's validation split and test set; `pdd evaluate` uses it too."""
-    keep_freed_memory()
     split = split_train_val(dataset.train_labels, data_cfg.val_per_class, data_cfg.split_seed, classes=dataset.classes)
     val, test = evaluation_splits(dataset, split.val_idx, eval_cfg.max_images, data_cfg.split_seed, device)
     return score(images.to(device), labels.to(device), eval_cfg, model_cfg, dataset.num_classes, val, test,

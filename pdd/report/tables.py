@@ -45,16 +45,16 @@ def sweep_reference(base: Sweep) -> Reference:
 
 def main_table(sweep: Sweep, reference: Reference, footnotes: Footnotes, table_id: str, title: str) -> Table:
     """Rows ipc × pipc, a column per method; mean ± std of test accuracy, the best of each row in bold, and ▲ where
-    the best beats the row's runner-up on every paired test over shared draws (interval above 0)."""
+    the best beats the row's runner-up, paired over shared draws, with an interval above 0."""
     datasets = sweep.values("dataset_name")
     rows = []
     for cell in sweep.cells:
         results = [sweep.result(cell, label) for label in sweep.labels]
         # Compare what is shown: two methods that print the same mean are both best.
         best = max((round(mean_std(r.test)[0], 2) for r in results if r.test), default=None)
+        winner = significant_winner(results)
         rows.append([*cell_heads(cell), ratio_cell(cell[1], datasets),
-                     *(accuracy_cell(result, best, significant_win(result, results), reference, footnotes)
-                       for result in results)])
+                     *(accuracy_cell(result, best, result is winner, reference, footnotes) for result in results)])
     caption = (f"Test accuracy (%) on {', '.join(datasets) or 'an unrecorded dataset'} of the chosen config under the "
                f"{sweep.protocol} protocol: mean ± std over all its evaluation models ({sweep.stage} stage). Bold: the "
                f"best of the row. ▲: the best beats the row's runner-up, paired over the draws of T' with a 95% "
@@ -62,13 +62,18 @@ def main_table(sweep: Sweep, reference: Reference, footnotes: Footnotes, table_i
     return Table(table_id, title, ["ipc", "pipc", "ratio %", *sweep.labels], rows, caption)
 
 
-def significant_win(result: CellResult, row: list[CellResult]) -> bool:
-    """Whether result has the row's best mean and its paired interval against the runner-up lies above 0."""
-    ranked = sorted((r for r in row if r.test), key=lambda r: mean_std(r.test)[0], reverse=True)
-    if len(ranked) < 2 or ranked[0] is not result:
-        return False
-    comparison = paired(result.per_draw, ranked[1].per_draw)
-    return comparison is not None and comparison.low > 0
+def by_test_mean(results: list[CellResult]) -> list[CellResult]:
+    """The results that have test accuracies, the highest mean first."""
+    return sorted((r for r in results if r.test), key=lambda r: mean_std(r.test)[0], reverse=True)
+
+
+def significant_winner(results: list[CellResult]) -> CellResult | None:
+    """The row's best, if its paired interval against the runner-up lies above 0."""
+    ranked = by_test_mean(results)
+    if len(ranked) < 2:
+        return None
+    comparison = paired(ranked[0].per_draw, ranked[1].per_draw)
+    return ranked[0] if comparison is not None and comparison.low > 0 else None
 
 
 def accuracy_cell(result: CellResult, best: float | None, win: bool, reference: Reference,
@@ -92,8 +97,7 @@ def paired_table(sweep: Sweep, table_id: str) -> Table:
     headers = ["ipc", "pipc", "A − B", "draws", "per draw (subset seeds)", "mean", "95% interval", "A wins"]
     rows = []
     for cell in sweep.cells:
-        scored = [sweep.result(cell, label) for label in sweep.labels if sweep.result(cell, label).per_draw]
-        ranked = sorted(scored, key=lambda r: mean_std(r.test)[0], reverse=True)
+        ranked = by_test_mean([sweep.result(cell, label) for label in sweep.labels])
         for k, a in enumerate(ranked):
             for b in ranked[k + 1:]:
                 comparison = paired(a.per_draw, b.per_draw)
