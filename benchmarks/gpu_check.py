@@ -57,7 +57,7 @@ def smoke_trials(data: Path, results: Path, device: str) -> list[dict[str, Any]]
         if on_gpu:
             torch.cuda.set_sync_debug_mode("default")
         syncs = sum("synchroniz" in str(w.message) for w in caught)
-        rows.append({"method": method, "status": row["status"], "reason": row["reason"],
+        rows.append({"method": method, "status": row["status"], "reason": row.get("reason"),
                      "test_mean": row.get("test_mean"), "seconds": time.perf_counter() - started,
                      "seconds_distill": row.get("seconds_distill"), "syncs": syncs,
                      "syncs_per_iteration": syncs / max(cfg.iterations, 1), "device": row["device"]})
@@ -78,8 +78,8 @@ def packed_trials(data: Path, out: Path, device: str, count: int = 4) -> dict[st
     peak = "torch.cuda.max_memory_allocated()" if device.startswith("cuda") else "0"
     script = (f"import sys, torch; sys.path.insert(0, {str(ROOT)!r}); {cap}"
               "from pdd.config import TrialConfig; from pdd.trial import TrialOptions, run_trial;"
-              "cfg = TrialConfig(method='dm', ipc=10, pipc=50, budget='smoke', iterations=200,"
-              f" eval={{'epochs': 50, 'seeds': 1}}, data={{'source': {str(data)!r}, 'val_per_class': 5}});"
+              "cfg = TrialConfig(method='dm', ipc=10, pipc=50, budget='smoke', iterations=60,"
+              f" eval={{'epochs': 20, 'seeds': 1}}, data={{'source': {str(data)!r}, 'val_per_class': 5}});"
               f"row = run_trial(cfg, TrialOptions(results=sys.argv[1], device={device!r}, force=True));"
               f"print(row['status'], {peak})")
 
