@@ -53,7 +53,7 @@ def smoke_trials(data: Path, results: Path, device: str) -> list[dict[str, Any]]
         started = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            row = run_trial(cfg, TrialOptions(results=results, teacher=teacher, device=device, force=True))
+            row = run_trial(cfg, TrialOptions(results=results, teacher=teacher, device=device, force=True))[0]
         if on_gpu:
             torch.cuda.set_sync_debug_mode("default")
         syncs = sum("synchroniz" in str(w.message) for w in caught)
@@ -80,7 +80,7 @@ def packed_trials(data: Path, out: Path, device: str, count: int = 4) -> dict[st
               "from pdd.config import TrialConfig; from pdd.trial import TrialOptions, run_trial;"
               "cfg = TrialConfig(method='dm', ipc=10, pipc=50, budget='smoke', iterations=60,"
               f" eval={{'epochs': 20, 'seeds': 1}}, data={{'source': {str(data)!r}, 'val_per_class': 5}});"
-              f"row = run_trial(cfg, TrialOptions(results=sys.argv[1], device={device!r}, force=True));"
+              f"row = run_trial(cfg, TrialOptions(results=sys.argv[1], device={device!r}, force=True))[0];"
               f"print(row['status'], {peak})")
 
     def run(n: int) -> tuple[float, list[str]]:

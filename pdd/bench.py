@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from pdd import augment
-from pdd.config import EDGE_MODEL, EvalConfig, TeacherConfig, TrialConfig, pipc_text
+from pdd.config import EDGE_MODEL, Evaluation, TeacherConfig, TrialConfig, pipc_text
 from pdd.data import ImageDataset, ImageSpec, Normalization, image_spec
 from pdd.distill import Problem, distill
 from pdd.errors import PddError
@@ -107,22 +107,27 @@ def iteration_flops(cfg: TrialConfig, terms: Terms, real_per_class: int = POOL_A
 
 
 def sam_step_flops(batch: int, model_cfg: ModelConfig, spec: ImageSpec) -> float:
-    return 6 * batch * sum(forward_flops(model_cfg, spec))  # two forward + two full backward passes
+    return 2 * sgd_step_flops(batch, model_cfg, spec)  # SAM: a forward and a full backward at two points
 
 
-def evaluation_flops(cfg: TrialConfig, spec: ImageSpec | None = None) -> float:
-    """FLOPs of training and scoring one evaluation model (SAM epochs over S, then val and test)."""
+def sgd_step_flops(batch: int, model_cfg: ModelConfig, spec: ImageSpec) -> float:
+    return 3 * batch * sum(forward_flops(model_cfg, spec))  # a forward and a full backward pass
+
+
+def evaluation_flops(cfg: TrialConfig, evaluation: Evaluation, spec: ImageSpec | None = None) -> float:
+    """FLOPs of training and scoring one evaluation model (the protocol's epochs over S, then val and test)."""
     spec = spec or spec_of(cfg.data.source)
     n_syn = spec.num_classes * cfg.ipc
-    per_epoch = sum(sam_step_flops(len(batch), cfg.model, spec) for batch in torch.arange(n_syn).split(cfg.eval.batch))
+    step = sam_step_flops if evaluation.rho > 0 else sgd_step_flops
+    per_epoch = sum(step(len(batch), cfg.model, spec) for batch in torch.arange(n_syn).split(evaluation.batch))
     scored = spec.num_classes * cfg.data.val_per_class + spec.test_images
-    return cfg.eval.epochs * per_epoch + scored * sum(forward_flops(cfg.model, spec))
+    return evaluation.epochs * per_epoch + scored * sum(forward_flops(cfg.model, spec))
 
 
-def trial_flops(cfg: TrialConfig) -> tuple[float, float]:
-    """(distillation, evaluation) FLOPs of a whole trial."""
-    distill_flops = sum(cfg.iterations * iteration_flops(cfg, terms) for terms in SPECS[cfg.method].runs)
-    return distill_flops, cfg.eval.seeds * evaluation_flops(cfg)
+def trial_flops(cfg: TrialConfig, spec: ImageSpec | None = None) -> tuple[float, float]:
+    """(distillation, evaluation) FLOPs of a whole trial, every evaluation of its config included."""
+    distill_flops = sum(cfg.iterations * iteration_flops(cfg, terms, spec=spec) for terms in SPECS[cfg.method].runs)
+    return distill_flops, sum(run.seeds * evaluation_flops(cfg, run, spec) for run in cfg.eval.runs())
 
 
 def sweep_flops(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -230,7 +235,7 @@ def interleaved_distill(opts: Options, spec: ImageSpec = DEFAULT_SPEC) -> list[d
 
 def bench_sam_step(ipc: int, opts: Options, spec: ImageSpec = DEFAULT_SPEC) -> dict[str, Any]:
     """One SAM step on a batch of the set, DSA included, as evaluation trains (pdd.evaluate)."""
-    cfg = EvalConfig(budget="smoke")
+    cfg = Evaluation(budget="smoke")
     batch = min(cfg.batch, spec.num_classes * ipc)
     generator = torch.Generator().manual_seed(0)
     model = build_model(ModelConfig(), spec.channels, spec.num_classes, spec.image_size, generator).to(opts.device)
@@ -338,7 +343,7 @@ def bench_trials(opts: Options, spec: ImageSpec = DEFAULT_SPEC, iterations: int 
                                         "train_precision": opts.precision},
                                   data={"source": str(source), "val_per_class": TRIAL_VAL_PER_CLASS})
                 row = run_trial(cfg, TrialOptions(results=root / "results", teacher=teacher, device=str(opts.device),
-                                                  cache_dir=root / "cache"))
+                                                  cache_dir=root / "cache"))[0]
                 figures.append({"method": method, "ipc": ipc, "pipc": pipc_text(pipc), "iterations": iterations,
                                 "epochs": epochs, "ms_per_iteration": 1000 * row["seconds_distill"] / iterations,
                                 "ms_per_epoch": 1000 * row["seconds_evaluate"] / epochs})
@@ -353,7 +358,7 @@ def compare_trials(report: dict[str, Any]) -> None:
     for row in report["trials"]:
         component = distill[row["method"], row["ipc"], row["pipc"]]
         # An epoch over ipc x 10 images is one SAM step per batch of 256; the scoring after training is outside.
-        steps = -(-row["ipc"] * report["shapes"]["classes"] // EvalConfig(budget="smoke").batch)
+        steps = -(-row["ipc"] * report["shapes"]["classes"] // Evaluation(budget="smoke").batch)
         epoch = steps * sam[row["ipc"]]
         row["components"] = {"ms_per_iteration": component, "ms_per_epoch": epoch}
         row["trial_over_components"] = {"iteration": row["ms_per_iteration"] / component,

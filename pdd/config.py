@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pdd.method_spec import SPECS, Init, check_method
-from pdd.models import ModelConfig
+from pdd.models import ModelConfig, check_arch
 
 Budget = Literal["smoke", "cpu", "paper"]
 DEFAULT_BUDGET: Budget = "cpu"
@@ -39,7 +39,7 @@ EVAL_BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": {"seeds": 2, "max_images": 400},
 }
 Protocol = Literal["paper", "dc"]
-# Each evaluation protocol's optimiser and its epochs per budget (EvalConfig says where each comes from).
+# Each evaluation protocol's optimiser and its epochs per budget (Evaluation says where each comes from).
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "paper": {"lr": 0.1, "rho": 0.001, "epochs": {"paper": 5000, "cpu": 1000, "smoke": 8}},
     "dc": {"lr": 0.01, "rho": 0.0, "epochs": {"paper": 1000, "cpu": 1000, "smoke": 8}},
@@ -67,8 +67,9 @@ class DataConfig(Strict):
     split_seed: int = Field(0, ge=0)
 
 
-class EvalConfig(Strict):
-    """How a synthetic set is judged: a named protocol, whose optimiser settings fill the fields left unset.
+class Evaluation(Strict):
+    """One way of judging a synthetic set: a named protocol on one architecture; the protocol fills the optimiser
+    fields left unset.
 
     paper: the seed paper's supplement, SAM (rho 0.001) over SGD lr 0.1, 5000 epochs.
     dc: the DC/DM reference's `evaluate_synset`, plain SGD lr 0.01, 1000 epochs (+1, as its loop runs), lr /10 with
@@ -77,6 +78,7 @@ class EvalConfig(Strict):
     """
 
     protocol: Protocol = "paper"
+    arch: str = Field("convnet", description="the evaluation network (pdd.models registry)")
     budget: Budget = DEFAULT_BUDGET
     epochs: int = Field(None, ge=1)
     seeds: int = Field(None, ge=1, description="number of evaluation models")
@@ -104,13 +106,77 @@ class EvalConfig(Strict):
         protocol = PROTOCOLS.get(values.get("protocol", "paper"), PROTOCOLS["paper"])
         defaults = {name: value for name, value in protocol.items() if name != "epochs"}
         epochs = protocol["epochs"].get(values.get("budget", "cpu"))
-        return _with_budget(defaults | ({"epochs": epochs} if epochs else {}) | values, EVAL_BUDGETS)
+        given = {name: value for name, value in values.items() if value is not None}
+        return _with_budget(defaults | ({"epochs": epochs} if epochs else {}) | given, EVAL_BUDGETS)
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, arch: str) -> str:
+        return check_arch(arch)
 
     @model_validator(mode="after")
-    def _check_protocol(self) -> EvalConfig:
+    def _check_protocol(self) -> Evaluation:
         if self.protocol == "dc" and self.rho > 0:
             raise ValueError("rho: the dc protocol trains with plain SGD; SAM (rho > 0) is the paper protocol's")
         return self
+
+    @property
+    def name(self) -> str:
+        """How reports and progress bars call this evaluation: 'dc-convnet-1000ep'."""
+        return f"{self.protocol}-{self.arch}-{self.epochs}ep"
+
+    @property
+    def key(self) -> str:
+        """The name and a hash of every setting: what checkpoints and result files are keyed by."""
+        return f"{self.name}-{config_hash(self)[:8]}"
+
+
+class EvalConfig(Strict):
+    """How a trial judges its set: every listed protocol on every listed architecture, each one Evaluation (and
+    one result row). The first protocol on the first architecture is the trial's primary score, the one a search
+    maximises. Fields left unset come from each protocol (Evaluation)."""
+
+    protocols: list[Protocol] = Field(["paper"], min_length=1)
+    models: list[str] = Field(["convnet"], min_length=1, description="evaluation networks (pdd.models registry)")
+    budget: Budget = DEFAULT_BUDGET
+    epochs: int | None = Field(None, ge=1, description="every protocol's training epochs; default: each protocol's")
+    seeds: int | None = Field(None, ge=1, description="number of evaluation models per evaluation")
+    seed: int = Field(0, ge=0, description="evaluation model k uses seed + k")
+    max_images: int | None = Field(None, ge=1, description="cap on val/test images scored (smoke only)")
+    lr: float | None = Field(None, gt=0, description="every protocol's learning rate; default: each protocol's")
+    rho: float | None = Field(None, ge=0, description="SAM's radius (paper protocol); default: the protocol's")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    batch: int = Field(256, ge=1)
+    dsa: bool = True
+    precision: Literal["fp32", "bf16"] = Field("bf16", description="val/test scoring (Evaluation)")
+    train_precision: Literal["fp32", "bf16"] = Field("bf16", description="evaluation training (Evaluation)")
+
+    @field_validator("protocols", "models")
+    @classmethod
+    def _distinct(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError(f"lists a name twice: {names}")
+        return names
+
+    @field_validator("models")
+    @classmethod
+    def _known_archs(cls, names: list[str]) -> list[str]:
+        return [check_arch(name) for name in names]
+
+    @model_validator(mode="after")
+    def _runs_valid(self) -> EvalConfig:
+        self.runs()  # e.g. rho > 0 with the dc protocol fails here, naming rho
+        return self
+
+    def runs(self) -> list[Evaluation]:
+        shared = self.model_dump(exclude={"protocols", "models"})
+        return [Evaluation(protocol=protocol, arch=arch, **shared) for protocol in self.protocols
+                for arch in self.models]
+
+    @property
+    def primary(self) -> Evaluation:
+        return self.runs()[0]
 
 
 class TrialConfig(Strict):

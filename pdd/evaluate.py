@@ -1,4 +1,4 @@
-"""Judge a synthetic set: train fresh ConvNets on it under a named protocol, then score them on val and test.
+"""Judge a synthetic set: train fresh networks on it under a named protocol, then score them on val and test.
 
 paper (supplement A): SAM over SGD, lr 0.1, rho 0.001, momentum 0.9, weight decay 5e-4, 5000 epochs; the
 learning rate drops tenfold at half the epochs, as in the DM reference.
@@ -25,7 +25,7 @@ from pdd.models import GPU_EVAL_BATCH, autocast, build_model, chunk_size
 from pdd.runtime import keep_freed_memory
 
 if TYPE_CHECKING:
-    from pdd.config import EvalConfig
+    from pdd.config import Evaluation
     from pdd.data import Normalization
     from pdd.models import ModelConfig
 
@@ -80,13 +80,17 @@ class Scored:
         (val_mean, val_std), (test_mean, test_std) = mean_std(self.val), mean_std(self.test)
         return {"val_mean": val_mean, "val_std": val_std, "test_mean": test_mean, "test_std": test_std}
 
+    def fields(self) -> dict[str, object]:
+        """The row columns of these scores."""
+        return self.summary() | {"eval_seeds": self.seeds, "val_acc": self.val, "test_acc": self.test}
+
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample std of accuracies, std 0 for a single value: how results and reports state them."""
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def train_on_synthetic(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cfg: ModelConfig,
+def train_on_synthetic(images: Tensor, labels: Tensor, cfg: Evaluation, model_cfg: ModelConfig,
                        num_classes: int, seed: int, reporter: Reporter = NullReporter(),
                        phase: str = "evaluate") -> nn.Module:
     """Train one fresh model on the set under cfg.protocol (module docstring)."""
@@ -129,7 +133,7 @@ def loss(model: nn.Module, x: Tensor, y: Tensor, precision: str) -> Tensor:
     return F.cross_entropy(logits.float(), y)
 
 
-def _sgd(model: nn.Module, cfg: EvalConfig, lr: float) -> torch.optim.SGD:
+def _sgd(model: nn.Module, cfg: Evaluation, lr: float) -> torch.optim.SGD:
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
@@ -152,23 +156,24 @@ def accuracy(model: nn.Module, images_uint8: Tensor, labels: Tensor, normalizati
     return 100.0 * correct / max(1, len(images_uint8))
 
 
-def score(images: Tensor, labels: Tensor, cfg: EvalConfig, model_cfg: ModelConfig, num_classes: int,
+def score(images: Tensor, labels: Tensor, cfg: Evaluation, model_cfg: ModelConfig, num_classes: int,
           val: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], normalization: Normalization,
-          reporter: Reporter = NullReporter(), store: CheckpointStore | None = None) -> Scored:
+          reporter: Reporter = NullReporter(), store: CheckpointStore | None = None, label: str = "evaluate",
+          title: str = "evaluate") -> Scored:
     """Train cfg.seeds models and score each on uint8 val and test images normalised with `normalization`;
-    finished models are checkpointed so a resume skips them."""
+    finished models are checkpointed under `label` so a resume skips them; progress shows as `title` k/n."""
     keep_freed_memory()
     store = store or MemoryStore()  # a fresh one per call: a shared default would carry seeds across calls
-    scored = store.load("evaluate") or {"seeds": [], "val": [], "test": []}
+    scored = store.load(label) or {"seeds": [], "val": [], "test": []}
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
     for k, seed in enumerate(seeds):
         if seed in scored["seeds"]:
             continue
-        phase = f"evaluate {k + 1}/{len(seeds)}"
+        phase = f"{title} {k + 1}/{len(seeds)}"
         model = train_on_synthetic(images, labels, cfg, model_cfg, num_classes, seed, reporter, phase)
         scored = {"seeds": scored["seeds"] + [seed],
                   "val": scored["val"] + [accuracy(model, *val, normalization, cfg.precision)],
                   "test": scored["test"] + [accuracy(model, *test, normalization, cfg.precision)]}
-        store.save("evaluate", scored)
+        store.save(label, scored)
     order = [scored["seeds"].index(s) for s in seeds]
     return Scored(seeds, [scored["val"][i] for i in order], [scored["test"][i] for i in order])

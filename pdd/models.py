@@ -85,6 +85,18 @@ def conv_padding(channels: int, layer: int) -> int:
 MODELS: dict[str, type[nn.Module]] = {"convnet": ConvNet}
 
 
+def check_arch(arch: str) -> str:
+    """arch itself if the registry has it; an error listing the registered ones otherwise."""
+    if arch not in MODELS:
+        raise ValueError(f"unknown architecture '{arch}'; registered: {', '.join(MODELS)}")
+    return arch
+
+
+def eval_model_config(base: ModelConfig, arch: str) -> ModelConfig:
+    """The evaluation network for `arch`: the trial's own ConvNet settings, or another registered architecture."""
+    return base if arch == base.arch else ModelConfig(arch=arch)
+
+
 def build_model(cfg: ModelConfig, channels: int, num_classes: int, image_size: int,
                 generator: torch.Generator | None = None) -> nn.Module:
     model = MODELS[cfg.arch](cfg, channels, num_classes, image_size)

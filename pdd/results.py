@@ -1,8 +1,12 @@
-"""Trial results as a Parquet dataset: one file per trial, an explicit versioned schema, atomic writes.
+"""Trial results as a Parquet dataset: one row per evaluation of a trial's set, an explicit versioned schema,
+atomic writes.
 
-A results directory holds `<trial_id>.parquet` files (trial_id = sweep, cell, method and config hash), so
-a rerun or a resumed sweep overwrites its own row instead of adding a second one, and a crash leaves no
-half-written file. pandas, duckdb and polars read the directory as one table.
+A trial distils one set and judges it under each protocol on each architecture its config lists: one row each,
+together in `<trial_id>.parquet` (trial_id = sweep, cell, method and config hash), so a rerun or a resumed sweep
+overwrites its own rows instead of adding more, and a crash leaves no half-written file. `pdd evaluate` judges a
+trial's saved set again later (another protocol, architecture or epoch count) and writes that row beside them, as
+`<trial_id>.<evaluation>.parquet`, marked scored_by "evaluate". pandas, duckdb and polars read the directory as one
+table.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from pdd.errors import ResultsError
 from pdd.io import atomic_path
 
 if TYPE_CHECKING:
-    from pdd.config import TrialConfig
+    from pdd.config import Evaluation, TrialConfig
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Per-trial files (synthetic sets, grids, checkpoints) live beside the rows; the leading underscore makes
 # pyarrow, pandas, duckdb and polars skip them when they read the directory as one Parquet dataset.
 ARTIFACTS = "_artifacts"
@@ -42,6 +46,13 @@ class Stage(StrEnum):
 class Status(StrEnum):
     OK = "ok"
     FAILED = "failed"
+
+
+class ScoredBy(StrEnum):
+    """Who judged the row's set: the trial itself (its config's evaluations) or a later `pdd evaluate`."""
+
+    TRIAL = "trial"
+    EVALUATE = "evaluate"
 
 
 def _list(item: pa.DataType) -> pa.DataType:
@@ -64,7 +75,11 @@ SCHEMA = pa.schema([
     ("gamma", pa.float64()),
     ("init", pa.string()),
     ("budget", pa.string()),
-    ("protocol", pa.string()),          # how the set was judged: eval.protocol (paper | dc)
+    ("protocol", pa.string()),          # how the set was judged: Evaluation.protocol (paper | dc)
+    ("eval_model", pa.string()),        # on which network: Evaluation.arch
+    ("eval_epochs", pa.int64()),
+    ("eval_config", pa.string()),       # JSON of the Evaluation
+    ("scored_by", pa.string()),         # ScoredBy: "trial" | "evaluate"
     ("seed", pa.int64()),
     ("subset_seed", pa.int64()),
     ("eval_seeds", _list(pa.int64())),
@@ -79,6 +94,8 @@ SCHEMA = pa.schema([
     ("seconds_load", pa.float64()),
     ("seconds_distill", pa.float64()),
     ("seconds_evaluate", pa.float64()),
+    ("flops_distill", pa.float64()),    # the FLOP model's count (pdd.bench, as `pdd sweep estimate`)
+    ("flops_evaluate", pa.float64()),   # this evaluation's: training its models, then scoring val and test
     ("config", pa.string()),            # JSON of the full TrialConfig
     ("config_hash", pa.string()),
     ("pdd_version", pa.string()),
@@ -93,29 +110,40 @@ SCHEMA = pa.schema([
 ], metadata={"pdd_schema_version": str(SCHEMA_VERSION)})
 
 
+# The columns that describe a trial's set rather than one judgement of it: every row of the trial repeats them.
+SET_COLUMNS = ("dataset_name", "dataset_hash", "teacher_hash", "pipc_indices", "synthetic_path", "final_losses",
+               "teacher_agreement", "seconds_load", "seconds_distill", "flops_distill")
+
 # The TrialConfig fields a row repeats as columns, so tables filter and group by them without parsing `config`.
 CONFIG_COLUMNS = ("method", "ipc", "pipc", "alpha", "gamma", "init", "budget", "seed", "subset_seed")
 
 
-def trial_row(cfg: TrialConfig, trial_id: str, sweep_id: str, stage: Stage, status: Status,
-              **fields: Any) -> dict[str, Any]:
-    """A trial's row: who it is (ids, its config's columns, pdd's version), `fields` (scores, timings,
-    provenance) and when it finished, to the millisecond the schema stores."""
+def trial_row(cfg: TrialConfig, trial_id: str, sweep_id: str, stage: Stage, status: Status, evaluation: Evaluation,
+              scored_by: ScoredBy = ScoredBy.TRIAL, **fields: Any) -> dict[str, Any]:
+    """One evaluation's row of a trial: who it is (ids, its config's columns, pdd's version), how the set was judged,
+    `fields` (scores, timings, provenance) and when it finished, to the millisecond the schema stores."""
     now = datetime.now(UTC)
     return {"trial_id": trial_id, "sweep_id": sweep_id, "cell": cell_name(cfg.ipc, cfg.pipc), "stage": stage,
             "status": status, **{name: getattr(cfg, name) for name in CONFIG_COLUMNS}, "config": cfg.model_dump_json(),
-            "protocol": cfg.eval.protocol, "config_hash": cfg.hash(), "pdd_version": __version__,
+            "protocol": evaluation.protocol, "eval_model": evaluation.arch, "eval_epochs": evaluation.epochs,
+            "eval_config": evaluation.model_dump_json(), "scored_by": scored_by,
+            "config_hash": cfg.hash(), "pdd_version": __version__,
             "finished_at": now.replace(microsecond=now.microsecond // 1000 * 1000)} | fields
 
 
-def write_row(directory: str | Path, row: dict[str, Any]) -> Path:
-    """Write one trial's row as <directory>/<trial_id>.parquet, replacing an older row of the same trial."""
-    unknown = set(row) - set(SCHEMA.names)
-    if unknown:
-        raise ValueError(f"fields not in results schema v{SCHEMA_VERSION}: {sorted(unknown)}")
-    full = {name: row.get(name) for name in SCHEMA.names} | {"schema_version": SCHEMA_VERSION}
-    table = pa.Table.from_pylist([full], schema=SCHEMA)
-    path = Path(directory) / f"{_safe(row['trial_id'])}.parquet"
+def write_rows(directory: str | Path, rows: list[dict[str, Any]], evaluation: str | None = None) -> Path:
+    """Write one trial's rows as <directory>/<trial_id>.parquet (or a later evaluation's as
+    <trial_id>.<evaluation>.parquet), replacing an older file of the same name."""
+    for row in rows:
+        unknown = set(row) - set(SCHEMA.names)
+        if unknown:
+            raise ValueError(f"fields not in results schema v{SCHEMA_VERSION}: {sorted(unknown)}")
+    if len({row["trial_id"] for row in rows}) != 1:
+        raise ValueError("write_rows takes the rows of one trial")
+    full = [{name: row.get(name) for name in SCHEMA.names} | {"schema_version": SCHEMA_VERSION} for row in rows]
+    table = pa.Table.from_pylist(full, schema=SCHEMA)
+    name = _safe(rows[0]["trial_id"]) + ("" if evaluation is None else f".{_safe(evaluation)}")
+    path = Path(directory) / f"{name}.parquet"
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path
@@ -156,12 +184,16 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in name)
 
 
-def read_row(directory: str | Path, trial_id: str) -> dict[str, Any] | None:
-    """The stored row of one trial, or None if it has not finished yet."""
-    path = Path(directory) / f"{_safe(trial_id)}.parquet"
+def read_rows(directory: str | Path, trial_id: str, evaluation: str | None = None) -> list[dict[str, Any]]:
+    """The stored rows of one trial (or of one later evaluation of it); empty if it has not finished yet."""
+    name = _safe(trial_id) + ("" if evaluation is None else f".{_safe(evaluation)}")
+    path = Path(directory) / f"{name}.parquet"
     if not path.exists():
-        return None
+        return []
     try:
-        return pq.read_table(path).to_pylist()[0]
-    except (pa.ArrowInvalid, OSError, IndexError) as error:
+        rows = pq.read_table(path).to_pylist()
+    except (pa.ArrowInvalid, OSError) as error:
         raise ResultsError(f"cannot read results file {path}: {error}") from None
+    if not rows:
+        raise ResultsError(f"results file {path} holds no rows")
+    return rows

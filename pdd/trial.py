@@ -1,8 +1,8 @@
-"""One trial end to end: load, distil S with the configured method, evaluate it, write one result row.
+"""One trial end to end: load, distil S with the configured method, judge it, write one result row per evaluation.
 
-    pdd trial --method pdd --ipc 1 --pipc 50 --teacher teachers/cifar10.pt --budget cpu
+    pdd trial --method pdd --ipc 1 --pipc 50 --teacher teachers/cifar10.pt --budget cpu --protocol paper --protocol dc
 
-The row lands in <results>/<trial_id>.parquet, the synthetic set and its PNG grid in
+The rows land in <results>/<trial_id>.parquet, the synthetic set and its PNG grid in
 <results>/_artifacts/<trial_id>/. Distillation and evaluation checkpoint into that folder, so running the
 same trial again resumes where a killed run stopped, and a finished trial is not run twice.
 """
@@ -20,16 +20,27 @@ from typing import Any
 
 import torch
 
-from pdd.config import DataConfig, EvalConfig, TrialConfig, pipc_text
-from pdd.data import ImageDataset, default_cache_dir, load_dataset, practical_subset, split_train_val
+from pdd.bench import evaluation_flops, trial_flops
+from pdd.config import DataConfig, Evaluation, TrialConfig, pipc_text
+from pdd.data import ImageDataset, ImageSpec, default_cache_dir, load_dataset, practical_subset, split_train_val
 from pdd.distill import Problem
 from pdd.errors import DivergedError, PddError, TeacherError
 from pdd.evaluate import Scored, score
 from pdd.hooks import CheckpointStore, DirStore, NullReporter, Reporter
 from pdd.method_spec import needs_teacher
 from pdd.methods import MAKE
-from pdd.models import ModelConfig
-from pdd.results import ARTIFACTS, Stage, Status, final_losses_json, read_row, trial_row, write_row
+from pdd.models import ModelConfig, eval_model_config
+from pdd.results import (
+    ARTIFACTS,
+    SET_COLUMNS,
+    ScoredBy,
+    Stage,
+    Status,
+    final_losses_json,
+    read_rows,
+    trial_row,
+    write_rows,
+)
 from pdd.synthetic import save_grid, save_synthetic
 from pdd.teacher import load_teacher
 
@@ -75,6 +86,10 @@ def _decoded(source: str, cache_dir: Path) -> ImageDataset:
     return load_dataset(source, cache_dir)
 
 
+def dataset_spec(dataset: ImageDataset) -> ImageSpec:
+    return ImageSpec(dataset.channels, dataset.image_size, dataset.num_classes, len(dataset.test_labels))
+
+
 def forget_datasets() -> None:
     """Drop the decoded copies, so the next load reads the cache dir as a fresh process would (pdd bench)."""
     _decoded.cache_clear()
@@ -101,10 +116,11 @@ def trial_id(cfg: TrialConfig, sweep_id: str, stage: Stage, dataset_hash: str, t
     return f"{sweep_id}_{stage}_{cfg.method}_ipc{cfg.ipc}_pipc{pipc_text(cfg.pipc)}_{digest}"
 
 
-def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
-    """Run (or resume) one trial and write its row; a diverged loss gives a row with status 'failed'.
+def run_trial(cfg: TrialConfig, options: TrialOptions) -> list[dict[str, Any]]:
+    """Run (or resume) one trial and write its rows, one per evaluation, the primary first; a diverged loss gives
+    rows with status 'failed'.
 
-    A trial whose row is already stored with status 'ok' is returned as stored unless options.force.
+    A trial whose rows are already stored with status 'ok' is returned as stored unless options.force.
     """
     began = time.perf_counter()
     device = resolve_device(options.device)
@@ -122,8 +138,8 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
         teacher, teacher_meta, teacher_hash = load_teacher(options.teacher, cfg.teacher_model, dataset, device)
 
     tid = trial_id(cfg, options.sweep_id, options.stage, dataset.content_hash, teacher_hash)
-    stored = read_row(options.results, tid)
-    if stored is not None and stored["status"] == Status.OK and not options.force:
+    stored = read_rows(options.results, tid)
+    if stored and all(row["status"] == Status.OK for row in stored) and not options.force:
         return stored
     artifacts = Path(options.results) / ARTIFACTS / tid
     problem = Problem(
@@ -141,10 +157,12 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
     provenance = {"git_commit": git_commit(), "dataset_name": dataset.name, "dataset_hash": dataset.content_hash,
                   "teacher_hash": teacher_hash, "pipc_indices": subset.tolist(), "device": str(device)}
 
-    def finish(status: Status, **fields: Any) -> dict[str, Any]:
-        row = trial_row(cfg, tid, options.sweep_id, options.stage, status, **provenance, **fields)
-        write_row(options.results, row)
-        return row
+    def finish(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        write_rows(options.results, rows)
+        return rows
+
+    def row(status: Status, evaluation: Evaluation, **fields: Any) -> dict[str, Any]:
+        return trial_row(cfg, tid, options.sweep_id, options.stage, status, evaluation, **provenance, **fields)
 
     seconds_load = time.perf_counter() - began
 
@@ -152,8 +170,9 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
     try:
         distilled = MAKE[cfg.method](problem)
     except DivergedError as error:
-        return finish(Status.FAILED, reason=str(error), seconds_load=seconds_load,
-                      seconds_distill=time.perf_counter() - began)
+        seconds = time.perf_counter() - began
+        return finish([row(Status.FAILED, evaluation, reason=str(error), seconds_load=seconds_load,
+                           seconds_distill=seconds) for evaluation in cfg.eval.runs()])
     seconds_distill = time.perf_counter() - began
 
     agreement = None if teacher is None else teacher_agreement(teacher, distilled.images, distilled.labels)
@@ -165,13 +184,19 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> dict[str, Any]:
     save_grid(artifacts / "synthetic.png", distilled.images, distilled.labels, dataset.normalization)
     (artifacts / "history.json").write_text(json.dumps(distilled.history))
 
-    began = time.perf_counter()
-    scored = score_on_dataset(distilled.images, distilled.labels, cfg.eval, cfg.model, cfg.data, dataset, device,
-                              options.reporter, problem.store)
-    return finish(Status.OK, **scored.summary(), eval_seeds=scored.seeds, val_acc=scored.val, test_acc=scored.test,
-                  final_losses=final_losses_json(distilled.final), teacher_agreement=agreement,
-                  synthetic_path=str(synthetic_path), seconds_load=seconds_load, seconds_distill=seconds_distill,
-                  seconds_evaluate=time.perf_counter() - began)
+    spec = dataset_spec(dataset)
+    set_fields = {"final_losses": final_losses_json(distilled.final), "teacher_agreement": agreement,
+                  "synthetic_path": str(synthetic_path), "seconds_load": seconds_load,
+                  "seconds_distill": seconds_distill, "flops_distill": trial_flops(cfg, spec)[0]}
+    rows = []
+    for evaluation in cfg.eval.runs():
+        began = time.perf_counter()
+        scored = score_on_dataset(distilled.images, distilled.labels, evaluation, cfg.model, cfg.data, dataset,
+                                  device, options.reporter, problem.store)
+        rows.append(row(Status.OK, evaluation, **scored.fields(), **set_fields,
+                        seconds_evaluate=time.perf_counter() - began,
+                        flops_evaluate=evaluation.seeds * evaluation_flops(cfg, evaluation, spec)))
+    return finish(rows)
 
 
 Labelled = tuple[torch.Tensor, torch.Tensor]
@@ -182,14 +207,17 @@ def teacher_agreement(teacher: torch.nn.Module, images: torch.Tensor, labels: to
     return float((teacher(images).argmax(1) == labels).float().mean())
 
 
-def score_on_dataset(images: torch.Tensor, labels: torch.Tensor, eval_cfg: EvalConfig, model_cfg: ModelConfig,
+def score_on_dataset(images: torch.Tensor, labels: torch.Tensor, evaluation: Evaluation, model_cfg: ModelConfig,
                      data_cfg: DataConfig, dataset: ImageDataset, device: torch.device,
                      reporter: Reporter | None = None, store: CheckpointStore | None = None) -> Scored:
-    """The evaluation protocol on this dataset's validation split and test set; `pdd evaluate` uses it too."""
+    """One evaluation on this dataset's validation split and test set; `pdd evaluate` uses it too.
+
+    model_cfg is the trial's ConvNet; an evaluation on another architecture builds that one instead."""
     split = split_train_val(dataset.train_labels, data_cfg.val_per_class, data_cfg.split_seed, classes=dataset.classes)
-    val, test = evaluation_splits(dataset, split.val_idx, eval_cfg.max_images, data_cfg.split_seed, device)
-    return score(images.to(device), labels.to(device), eval_cfg, model_cfg, dataset.num_classes, val, test,
-                 dataset.normalization, reporter or NullReporter(), store)
+    val, test = evaluation_splits(dataset, split.val_idx, evaluation.max_images, data_cfg.split_seed, device)
+    return score(images.to(device), labels.to(device), evaluation, eval_model_config(model_cfg, evaluation.arch),
+                 dataset.num_classes, val, test, dataset.normalization, reporter or NullReporter(), store,
+                 label=f"evaluate-{evaluation.key}", title=f"evaluate {evaluation.name}")
 
 
 def evaluation_splits(dataset: ImageDataset, val_idx: torch.Tensor, max_images: int | None, seed: int,
@@ -205,3 +233,52 @@ def evaluation_splits(dataset: ImageDataset, val_idx: torch.Tensor, max_images: 
 
     return (take(dataset.train_images[val_idx], dataset.train_labels[val_idx]),
             take(dataset.test_images, dataset.test_labels))
+
+
+@dataclass(frozen=True)
+class SavedTrial:
+    """The trial a saved set came from: its results directory, its own rows and its config."""
+
+    results: Path
+    trial_id: str
+    rows: list[dict[str, Any]]
+    cfg: TrialConfig
+
+
+def saved_trial(set_path: Path) -> SavedTrial | None:
+    """The trial behind RESULTS/_artifacts/TRIAL_ID/synthetic.pt, if RESULTS still holds its rows."""
+    artifacts = set_path.resolve().parent
+    if set_path.name != "synthetic.pt" or artifacts.parent.name != ARTIFACTS:
+        return None
+    results, tid = artifacts.parent.parent, artifacts.name
+    rows = read_rows(results, tid)
+    if not rows:
+        return None
+    return SavedTrial(results, tid, rows, TrialConfig.model_validate_json(rows[0]["config"]))
+
+
+def rescore(saved: SavedTrial, images: torch.Tensor, labels: torch.Tensor, evaluation: Evaluation,
+            dataset: ImageDataset, device: torch.device, reporter: Reporter | None = None,
+            force: bool = False) -> dict[str, Any]:
+    """Judge a trial's saved set once more and store that row beside the trial's (scored_by 'evaluate'); an
+    evaluation already stored is returned as stored unless `force`. Its models checkpoint with the trial's, so a
+    killed run resumes."""
+    stored = read_rows(saved.results, saved.trial_id, evaluation.key)
+    if stored and stored[0]["status"] == Status.OK and not force:
+        return stored[0]
+    template = saved.rows[0]
+    if template["dataset_hash"] != dataset.content_hash:
+        raise PddError(f"the set was distilled from {template['dataset_name']} (content "
+                       f"{template['dataset_hash'][:12]}), not from {dataset.name} (content "
+                       f"{dataset.content_hash[:12]}): pass the trial's --data")
+    began = time.perf_counter()
+    store = DirStore(saved.results / ARTIFACTS / saved.trial_id / "checkpoints")
+    scored = score_on_dataset(images, labels, evaluation, saved.cfg.model, saved.cfg.data, dataset, device,
+                              reporter, store)
+    row = trial_row(saved.cfg, saved.trial_id, template["sweep_id"], Stage(template["stage"]), Status.OK,
+                    evaluation, ScoredBy.EVALUATE, **{name: template[name] for name in SET_COLUMNS},
+                    **scored.fields(), git_commit=git_commit(), device=str(device),
+                    seconds_evaluate=time.perf_counter() - began,
+                    flops_evaluate=evaluation.seeds * evaluation_flops(saved.cfg, evaluation, dataset_spec(dataset)))
+    write_rows(saved.results, [row], evaluation.key)
+    return row

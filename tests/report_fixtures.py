@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from pdd.config import TrialConfig, pipc_text
-from pdd.results import ARTIFACTS, Stage, Status, trial_row, write_row
+from pdd.results import ARTIFACTS, Stage, Status, trial_row, write_rows
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SUBSET_SHIFT = {0: -1.0, 1: 0.0, 2: 1.0}
@@ -70,7 +70,7 @@ def write_sweep(directory: Path, sweep_id: str = "fixture-a", shift: float = 0.0
             test = None if i == len(SEARCH_GRID) - 1 else 20.0 + i + shift
             rows.append(make_row(sweep_id, Stage.SEARCH, cell, label, alpha, gamma, 0, test, eval_seeds=1))
     for row in rows:
-        write_row(directory, row)
+        write_rows(directory, [row])
     write_synthetic_sets(directory, [row for row in rows if row["cell"] == "ipc=1,pipc=50"
                                      and row["stage"] == Stage.CONFIRM and row["subset_seed"] == 0])
     return directory
@@ -79,9 +79,10 @@ def write_sweep(directory: Path, sweep_id: str = "fixture-a", shift: float = 0.0
 def write_local_trials(directory: Path, dataset_name: str = "CIFAR-10 (JPEG copy)") -> Path:
     """What `pdd trial` leaves: stage 'trial', one subset seed, two configs of PDD at one cell."""
     for alpha, base, val_gain in ((0.1, 25.0, 2.0), (0.01, 27.0, 1.0)):
-        write_row(directory, make_row("local", Stage.TRIAL, (1, 10), "PDD", alpha, 0.001, 0, base, val_gain=val_gain,
-                                      dataset_name=dataset_name))
-    write_row(directory, make_row("local", Stage.TRIAL, (1, 10), "DM", 0.1, 0.001, 0, 21.0, dataset_name=dataset_name))
+        write_rows(directory, [make_row("local", Stage.TRIAL, (1, 10), "PDD", alpha, 0.001, 0, base,
+                                        val_gain=val_gain, dataset_name=dataset_name)])
+    write_rows(directory, [make_row("local", Stage.TRIAL, (1, 10), "DM", 0.1, 0.001, 0, 21.0,
+                                    dataset_name=dataset_name)])
     return directory
 
 
@@ -101,12 +102,14 @@ def make_row(sweep_id: str, stage: Stage, cell: tuple[int, int | None], label: s
                   "dataset_hash": "d" * 16, "device": "cpu",
                   "finished_at": datetime(2025, 11, 24, 8, 30 + subset_seed, tzinfo=UTC)}
     if base is None:
-        return trial_row(config, trial_id, sweep_id, stage, Status.FAILED, reason=REASON, **provenance)
+        return trial_row(config, trial_id, sweep_id, stage, Status.FAILED, config.eval.primary, reason=REASON,
+                         **provenance)
     test = [base + SUBSET_SHIFT[subset_seed] + EVAL_SHIFT[k] for k in range(eval_seeds)]
     val = [acc + val_gain for acc in test]
-    return trial_row(config, trial_id, sweep_id, stage, Status.OK, eval_seeds=list(range(eval_seeds)), test_acc=test,
-                     val_acc=val, test_mean=sum(test) / len(test), val_mean=sum(val) / len(val), test_std=0.0,
-                     val_std=0.0, synthetic_path=f"results/moved-away/{trial_id}/synthetic.pt", **provenance)
+    return trial_row(config, trial_id, sweep_id, stage, Status.OK, config.eval.primary,
+                     eval_seeds=list(range(eval_seeds)), test_acc=test, val_acc=val, test_mean=sum(test) / len(test),
+                     val_mean=sum(val) / len(val), test_std=0.0, val_std=0.0,
+                     synthetic_path=f"results/moved-away/{trial_id}/synthetic.pt", **provenance)
 
 
 def write_synthetic_sets(directory: Path, rows: list[dict[str, Any]]) -> None:
@@ -127,7 +130,7 @@ def write_synthetic_sets(directory: Path, rows: list[dict[str, Any]]) -> None:
         if label.startswith("DSV") or label == "PDD":
             path = directory.parent / "elsewhere" / row["trial_id"] / "synthetic.pt"
             row["synthetic_path"] = str(path.resolve())
-            write_row(directory, row)
+            write_rows(directory, [row])
         else:
             path = directory / ARTIFACTS / row["trial_id"] / "synthetic.pt"
         path.parent.mkdir(parents=True, exist_ok=True)

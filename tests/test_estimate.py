@@ -3,7 +3,7 @@
 import pytest
 
 from pdd.bench import evaluation_flops, forward_flops, iteration_flops, sweep_flops
-from pdd.config import TrialConfig
+from pdd.config import Evaluation, TrialConfig
 from pdd.data import image_spec
 from pdd.methods import BOTH, DM_ONLY
 from pdd.sweep import SweepSpec
@@ -62,5 +62,9 @@ def test_a_folder_source_is_measured_by_loading_it(tmp_path):
     tree = write_gray_image_folder(tmp_path / "gray")
     cfg = TrialConfig(method="dm", ipc=2, pipc=2, data={"source": str(tree), "val_per_class": 1})
     assert iteration_flops(cfg, DM_ONLY) == 3 * 2 * EMBED_GRAY + 2 * 3 * 2 * EMBED_GRAY
-    assert evaluation_flops(cfg) == cfg.eval.epochs * 6 * 6 * (EMBED_GRAY + 2 * 2048 * 3) + \
-        (3 * 1 + 6) * (EMBED_GRAY + 2 * 2048 * 3)
+    paper, dc = (Evaluation(protocol=protocol, budget=cfg.budget) for protocol in ("paper", "dc"))
+    scoring = (3 * 1 + 6) * (EMBED_GRAY + 2 * 2048 * 3)
+    assert evaluation_flops(cfg, paper) == paper.epochs * 6 * 6 * (EMBED_GRAY + 2 * 2048 * 3) + scoring
+    # dc trains with plain SGD: one forward and backward per step, half of SAM's
+    assert evaluation_flops(cfg, dc) == \
+        dc.epochs * 3 * 6 * (EMBED_GRAY + 2 * 2048 * 3) + scoring

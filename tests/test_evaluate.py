@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pdd.config import EvalConfig
+from pdd.config import Evaluation
 from pdd.evaluate import SAM, accuracy, score, train_on_synthetic
 from pdd.hooks import MemoryStore
 from pdd.models import ModelConfig
@@ -56,7 +56,7 @@ def test_training_is_reproducible_per_seed_and_learns_a_separable_set():
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(4, 3, 16, 16, generator=generator).repeat_interleave(5, 0)
     labels = torch.arange(4).repeat_interleave(5)
-    cfg = EvalConfig(epochs=30, seeds=1, batch=20, dsa=False)
+    cfg = Evaluation(epochs=30, seeds=1, batch=20, dsa=False)
     model_cfg = ModelConfig(width=8, depth=2)
     first = train_on_synthetic(images, labels, cfg, model_cfg, 4, seed=1)
     second = train_on_synthetic(images, labels, cfg, model_cfg, 4, seed=1)
@@ -70,7 +70,7 @@ def test_score_resumes_from_finished_seeds():
     images = torch.randn(4, 3, 8, 8, generator=generator)
     labels = torch.arange(4)
     held_out = (torch.randint(0, 255, (8, 3, 8, 8), dtype=torch.uint8, generator=generator), torch.arange(4).repeat(2))
-    cfg = EvalConfig(epochs=2, seeds=3, dsa=True)
+    cfg = Evaluation(epochs=2, seeds=3, dsa=True)
     store = MemoryStore()
     full = score(images, labels, cfg, ModelConfig(width=4, depth=1), 4, held_out, held_out, CIFAR, store=store)
     assert full.seeds == [0, 1, 2] and len(full.val) == 3
@@ -87,7 +87,7 @@ def test_score_never_reuses_another_calls_results(monkeypatch):
     monkeypatch.setattr(evaluate_module, "train_on_synthetic", lambda *a, **k: trained.append(1) or real_train(*a, **k))
     images, labels = torch.randn(2, 3, 8, 8), torch.arange(2)
     held_out = (torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))
-    cfg = EvalConfig(epochs=1, seeds=2, dsa=False)
+    cfg = Evaluation(epochs=1, seeds=2, dsa=False)
     for _ in range(2):
         score(images, labels, cfg, ModelConfig(width=4, depth=1), 2, held_out, held_out, CIFAR)
     assert len(trained) == 4

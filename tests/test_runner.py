@@ -177,7 +177,7 @@ def test_a_trial_that_raises_leaves_a_failed_row_that_its_retry_replaces(cifar_s
     [failed] = read_results(tmp_path).to_pylist()
     assert (failed["status"], failed["reason"], failed["stage"]) == ("failed", "RuntimeError: node on fire", "search")
 
-    retried = run_trial(cfg, options)
+    [retried] = run_trial(cfg, options)
     assert retried["trial_id"] == failed["trial_id"]
     assert [row["status"] for row in read_results(tmp_path).to_pylist()] == ["ok"]
 

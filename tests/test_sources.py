@@ -85,7 +85,7 @@ def test_a_folder_in_a_sources_layout_runs_a_smoke_trial(key, tmp_path):
 
     cfg = TrialConfig.model_validate(SMALL | {"data": {"source": str(folder), "val_per_class": 1}})
     trial_module.forget_datasets()
-    row = run_trial(cfg, TrialOptions(results=tmp_path / "results", device="cpu"))
+    [row] = run_trial(cfg, TrialOptions(results=tmp_path / "results", device="cpu"))
     assert row["status"] == "ok" and row["dataset_name"] == entry.name
     assert len(row["pipc_indices"]) == 2 * len(entry.classes)
     synthetic = torch.load(row["synthetic_path"], weights_only=True)
@@ -120,7 +120,7 @@ def test_a_grayscale_28px_image_folder_computes_its_statistics_and_runs_a_trial(
     assert 0.2 < ds.normalization.mean[0] < 0.6
     cfg = TrialConfig.model_validate(SMALL | {"data": {"source": str(tree), "val_per_class": 1}})
     trial_module.forget_datasets()
-    row = run_trial(cfg, TrialOptions(results=tmp_path / "results", device="cpu"))
+    [row] = run_trial(cfg, TrialOptions(results=tmp_path / "results", device="cpu"))
     assert row["status"] == "ok"
     assert torch.load(row["synthetic_path"], weights_only=True)["images"].shape == (3, 1, 28, 28)
 

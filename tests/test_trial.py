@@ -9,7 +9,7 @@ import torch
 import pdd.trial as trial_module
 from pdd.config import TrialConfig
 from pdd.method_spec import SPECS, needs_teacher
-from pdd.results import ARTIFACTS, SCHEMA, SCHEMA_VERSION, Stage, Status, read_results, read_row, trial_row, write_row
+from pdd.results import ARTIFACTS, SCHEMA, SCHEMA_VERSION, Stage, Status, read_results, read_rows, trial_row, write_rows
 from pdd.trial import TrialOptions, run_trial
 
 
@@ -22,7 +22,7 @@ def smoke_config(cifar_slice: Path, **overrides) -> TrialConfig:
 @pytest.mark.parametrize("method", list(SPECS))
 def test_every_method_runs_a_smoke_trial_and_writes_a_row_of_the_schema(method, cifar_slice, smoke_teacher, tmp_path):
     cfg = smoke_config(cifar_slice, method=method, init="real")
-    row = run_trial(cfg, TrialOptions(results=tmp_path, teacher=smoke_teacher, device="cpu"))
+    [row] = run_trial(cfg, TrialOptions(results=tmp_path, teacher=smoke_teacher, device="cpu"))
 
     table = pq.read_table(tmp_path / f"{row['trial_id']}.parquet")
     assert table.schema.equals(SCHEMA, check_metadata=True)
@@ -56,8 +56,8 @@ def test_the_shared_decoded_copy_is_kept_per_cache_dir(cifar_slice, tmp_path):
 def test_pipc_indices_follow_the_subset_seed_and_pandas_reads_the_directory(cifar_slice, tmp_path):
     import pandas as pd
 
-    first = run_trial(smoke_config(cifar_slice, method="random"), TrialOptions(results=tmp_path))
-    other = run_trial(smoke_config(cifar_slice, method="random", subset_seed=1), TrialOptions(results=tmp_path))
+    [first] = run_trial(smoke_config(cifar_slice, method="random"), TrialOptions(results=tmp_path))
+    [other] = run_trial(smoke_config(cifar_slice, method="random", subset_seed=1), TrialOptions(results=tmp_path))
     assert set(first["pipc_indices"]) != set(other["pipc_indices"])
     assert len(read_results(tmp_path)) == 2
     assert (tmp_path / ARTIFACTS).is_dir()
@@ -79,16 +79,16 @@ def test_a_finished_trial_is_not_run_twice_and_a_killed_one_resumes(cifar_slice,
     checkpoints = list((tmp_path / ARTIFACTS).glob("*/checkpoints/dm.ckpt"))
     assert len(checkpoints) == 1 and torch.load(checkpoints[0], weights_only=True)["iteration"] == 4
 
-    resumed = run_trial(cfg, options)
-    fresh = run_trial(cfg, TrialOptions(results=tmp_path / "fresh"))
+    [resumed] = run_trial(cfg, options)
+    [fresh] = run_trial(cfg, TrialOptions(results=tmp_path / "fresh"))
     assert resumed["test_acc"] == fresh["test_acc"], "resuming must continue the same random stream"
-    again = run_trial(cfg, options)
+    [again] = run_trial(cfg, options)
     assert again["finished_at"] == resumed["finished_at"], "a finished trial is returned, not rerun"
 
 
 def test_a_nan_loss_fails_the_trial_with_a_reason_in_its_row(cifar_slice, tmp_path):
     cfg = smoke_config(cifar_slice, method="dm", lr_images=1e38)
-    row = run_trial(cfg, TrialOptions(results=tmp_path))
+    [row] = run_trial(cfg, TrialOptions(results=tmp_path))
     stored = read_results(tmp_path).to_pylist()[0]
     assert row["status"] == stored["status"] == "failed"
     assert "not finite" in stored["reason"] and "iteration" in stored["reason"]
@@ -97,9 +97,9 @@ def test_a_nan_loss_fails_the_trial_with_a_reason_in_its_row(cifar_slice, tmp_pa
 
 def test_a_built_row_reads_back_as_built_with_plain_strings_for_stage_and_status(tmp_path):
     cfg = TrialConfig(method="dm", pipc=None, data={"source": "fixture"})
-    row = trial_row(cfg, "s_search_dm", "s", Stage.SEARCH, Status.FAILED, reason="diverged")
-    write_row(tmp_path, row)
-    stored = read_row(tmp_path, "s_search_dm")
+    row = trial_row(cfg, "s_search_dm", "s", Stage.SEARCH, Status.FAILED, cfg.eval.primary, reason="diverged")
+    write_rows(tmp_path, [row])
+    [stored] = read_rows(tmp_path, "s_search_dm")
     assert {key: stored[key] for key in row} == row, "the finished_at a row is built with is the one Parquet stores"
     assert type(stored["stage"]) is str and type(stored["status"]) is str
     assert stored["cell"] == "ipc=1,pipc=all" and stored["config_hash"] == cfg.hash()
@@ -116,6 +116,6 @@ def test_a_teacher_of_another_architecture_than_the_evaluation_nets(cifar_slice,
     path = tmp_path / "plain.pt"
     save_teacher(path, train_teacher(plain, cached_dataset(str(cifar_slice)), torch.device("cpu")))
     cfg = smoke_config(cifar_slice, method="dsv", teacher_model={"norm": "none"})
-    row = run_trial(cfg, TrialOptions(results=tmp_path / "results", teacher=path))
+    [row] = run_trial(cfg, TrialOptions(results=tmp_path / "results", teacher=path))
     assert row["status"] == "ok" and row["teacher_hash"] is not None
     assert TrialConfig.model_validate_json(row["config"]).model.norm == "instance"

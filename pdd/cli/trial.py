@@ -2,7 +2,7 @@
 
     pdd teacher train --budget cpu --out teachers/cifar10.pt
     pdd trial --method pdd --ipc 1 --pipc 50 --teacher teachers/cifar10.pt --budget cpu
-    pdd evaluate results/local/_artifacts/<trial>/synthetic.pt
+    pdd evaluate results/local/_artifacts/<trial>/synthetic.pt --protocol dc --eval-model alexnet
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import typer
 from rich.table import Table
 
 from pdd.cli.common import RichReporter, app, console, load_config_file, merged, parse_pipc, progress_bars
-from pdd.config import DEFAULT_BUDGET, Budget, DataConfig, EvalConfig, Protocol, TeacherConfig, TrialConfig
+from pdd.config import DEFAULT_BUDGET, Budget, DataConfig, EvalConfig, TeacherConfig, TrialConfig
 from pdd.errors import PddError
 from pdd.method_spec import method_names, needs_teacher
 from pdd.results import Status
 
 PROTOCOL_HELP = ("how a set is judged: paper (SAM, lr 0.1, the paper's supplement) or dc (SGD lr 0.01, the DC/DM "
-                 "reference's evaluate_synset, as published DD numbers)")
+                 "reference's evaluate_synset, as published DD numbers); repeat for several, the first is primary")
+MODEL_HELP = "evaluation network (convnet, or another registered architecture); repeat for several"
 
 DATA_HELP = ("cifar10, cifar100, mnist, fashion-mnist, svhn, an ImageFolder dir or an archive of one, or a folder "
              "of a named dataset's files (e.g. the four idx files) [env PDD_DATA]")
@@ -38,7 +39,8 @@ def trial(
     init: str | None = typer.Option(None, help="noise or real (paper default by ipc)"),
     budget: Budget | None = typer.Option(None, help="iteration and epoch counts: smoke, cpu or paper"),
     iterations: int | None = typer.Option(None, help="distillation iterations (overrides the budget)"),
-    protocol: Protocol | None = typer.Option(None, help=PROTOCOL_HELP),
+    protocol: list[str] | None = typer.Option(None, help=PROTOCOL_HELP),
+    eval_model: list[str] | None = typer.Option(None, help=MODEL_HELP),
     eval_epochs: int | None = typer.Option(None, help="training epochs per evaluation model"),
     eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
     seed: int | None = typer.Option(None, help="distillation seed"),
@@ -62,7 +64,8 @@ def trial(
     pipc_value = parse_pipc(pipc)
     values = merged(load_config_file(config), method=method, ipc=ipc, alpha=alpha, gamma=gamma, init=init,
                     budget=budget, iterations=iterations, seed=seed, subset_seed=subset_seed, dsv_set=dsv_set,
-                    precision=precision, **{"eval.protocol": protocol, "eval.epochs": eval_epochs,
+                    precision=precision, **{"eval.protocols": protocol or None, "eval.models": eval_model or None,
+                                            "eval.epochs": eval_epochs,
                                             "eval.seeds": eval_seeds,
                                             "eval.precision": precision, "eval.train_precision": precision,
                                             "data.source": data})
@@ -72,10 +75,10 @@ def trial(
     with progress_bars() as progress:
         reporter = RichReporter(progress)
         teacher_path = resolve_teacher(teacher, cfg, device, reporter)
-        row = run_trial(cfg, TrialOptions(results=results, teacher=teacher_path, device=device, force=force,
-                                          reporter=reporter))
-    print_row(row, results)
-    if row["status"] != Status.OK:
+        rows = run_trial(cfg, TrialOptions(results=results, teacher=teacher_path, device=device, force=force,
+                                           reporter=reporter))
+    print_rows(rows, results / f"{rows[0]['trial_id']}.parquet")
+    if rows[0]["status"] != Status.OK:
         raise typer.Exit(1)
 
 
@@ -91,17 +94,23 @@ def resolve_teacher(teacher: str | None, cfg: TrialConfig, device: str, reporter
     return ensure_teacher(teacher_cfg, cached_dataset(cfg.data.source), resolve_device(device), reporter)
 
 
-def print_row(row: dict[str, Any], results: Path) -> None:
-    table = Table(title=f"{row['method']}  {row['cell']}  ({row['budget']} budget, {row['protocol']} protocol)",
-                  show_header=False)
-    if row["status"] != Status.OK:
-        table.add_row("status", f"[red]failed[/red]: {row['reason']}")
-    else:
-        table.add_row("val accuracy", f"{row['val_mean']:.2f} ± {row['val_std']:.2f}  {_fmt(row['val_acc'])}")
-        table.add_row("test accuracy", f"{row['test_mean']:.2f} ± {row['test_std']:.2f}  {_fmt(row['test_acc'])}")
-        table.add_row("synthetic set", str(row["synthetic_path"]))
-    table.add_row("row", str(results / f"{row['trial_id']}.parquet"))
+def print_rows(rows: list[dict[str, Any]], file: Path) -> None:
+    """A trial's (or a re-evaluation's) rows: one line per evaluation, then where the set and the rows are."""
+    first = rows[0]
+    table = Table(title=f"{first['method']}  {first['cell']}  ({first['budget']} budget)")
+    for column in ("evaluation", "val accuracy", "test accuracy"):
+        table.add_column(column)
+    for row in rows:
+        evaluation = f"{row['protocol']} protocol, {row['eval_model']}, {row['eval_epochs']} epochs"
+        if row["status"] != Status.OK:
+            table.add_row(evaluation, f"[red]failed[/red]: {row['reason']}", "")
+        else:
+            table.add_row(evaluation, f"{row['val_mean']:.2f} ± {row['val_std']:.2f}  {_fmt(row['val_acc'])}",
+                          f"{row['test_mean']:.2f} ± {row['test_std']:.2f}  {_fmt(row['test_acc'])}")
     console.print(table)
+    if first["status"] == Status.OK:
+        console.print(f"synthetic set {first['synthetic_path']}")
+    console.print(f"rows {file}")
 
 
 def _fmt(values: list[float]) -> str:
@@ -112,36 +121,52 @@ def _fmt(values: list[float]) -> str:
 def evaluate(
     path: Path = typer.Argument(..., help="a synthetic set: .pt tensor file or a folder of PNGs per class"),
     budget: Budget = typer.Option(DEFAULT_BUDGET, help="evaluation epochs and seeds: smoke, cpu or paper"),
-    protocol: Protocol = typer.Option("paper", help=PROTOCOL_HELP),
+    protocol: list[str] | None = typer.Option(None, help=PROTOCOL_HELP + " [default: paper]"),
+    eval_model: list[str] | None = typer.Option(None, help=MODEL_HELP + " [default: convnet]"),
     eval_epochs: int | None = typer.Option(None, help="training epochs per evaluation model"),
     eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
     precision: str | None = typer.Option(
         None, help="bf16: train and score the models under bfloat16 autocast; fp32 forces the plain path"),
-    data: str | None = typer.Option(None, help=f"the dataset to score on: {DATA_HELP}"),
-    val_per_class: int | None = typer.Option(None, help="validation images per class (as the trial used)"),
+    data: str | None = typer.Option(None, help=f"the dataset to score on: {DATA_HELP} [default: the trial's]"),
+    val_per_class: int | None = typer.Option(None, help="validation images per class [default: the trial's]"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    force: bool = typer.Option(False, help="score again even if this evaluation of the trial's set is stored"),
 ) -> None:
-    """Evaluate any synthetic set, e.g. a trial's saved one under another protocol, without distilling again."""
+    """Evaluate any synthetic set, e.g. a trial's saved one under another protocol, without distilling again.
+
+    A trial's own set (RESULTS/_artifacts/TRIAL/synthetic.pt) gets one row per evaluation beside the trial's
+    rows, so reports can use it; any other set is scored and printed."""
     from pdd.models import ModelConfig
     from pdd.synthetic import load_synthetic
-    from pdd.trial import cached_dataset, resolve_device, score_on_dataset
+    from pdd.trial import cached_dataset, rescore, resolve_device, saved_trial, score_on_dataset
 
-    eval_cfg = EvalConfig.model_validate(merged({"budget": budget, "protocol": protocol}, epochs=eval_epochs,
-                                                 seeds=eval_seeds, precision=precision, train_precision=precision))
-    data_cfg = DataConfig.model_validate(merged({}, source=data, val_per_class=val_per_class))
+    eval_cfg = EvalConfig.model_validate(merged(
+        {"budget": budget}, protocols=protocol or None, models=eval_model or None, epochs=eval_epochs,
+        seeds=eval_seeds, precision=precision, train_precision=precision))
+    saved = saved_trial(path)
+    trial_data = saved.cfg.data.model_dump() if saved else {}
+    data_cfg = DataConfig.model_validate(merged(trial_data, source=data, val_per_class=val_per_class))
     target = resolve_device(device)
     dataset = cached_dataset(data_cfg.source)
     images, labels = load_synthetic(path, (dataset.channels, dataset.image_size, dataset.image_size),
                                     dataset.normalization, dataset.classes)
     if int(labels.max()) >= dataset.num_classes or int(labels.min()) < 0:
         raise PddError(f"synthetic set {path} has labels outside 0..{dataset.num_classes - 1}")
+    rows, lines = [], []
     with progress_bars() as progress:
-        scored = score_on_dataset(images, labels, eval_cfg, ModelConfig(), data_cfg, dataset, target,
-                                  RichReporter(progress))
-    stats = scored.summary()
-    console.print(f"{path}: val {stats['val_mean']:.2f} ± {stats['val_std']:.2f}, "
-                  f"test {stats['test_mean']:.2f} ± {stats['test_std']:.2f} "
-                  f"over {len(scored.seeds)} models ({protocol} protocol, {eval_cfg.epochs} epochs, {budget} budget)")
+        for evaluation in eval_cfg.runs():
+            if saved is not None:
+                rows.append(rescore(saved, images, labels, evaluation, dataset, target, RichReporter(progress), force))
+                continue
+            stats = score_on_dataset(images, labels, evaluation, ModelConfig(), data_cfg, dataset, target,
+                                     RichReporter(progress)).summary()
+            lines.append(f"{path}: val {stats['val_mean']:.2f} ± {stats['val_std']:.2f}, test "
+                         f"{stats['test_mean']:.2f} ± {stats['test_std']:.2f} over {evaluation.seeds} models "
+                         f"({evaluation.protocol} protocol, {evaluation.arch}, {evaluation.epochs} epochs)")
+    for line in lines:
+        console.print(line)
+    if saved is not None:
+        print_rows(rows, saved.results / f"{saved.trial_id}.<evaluation>.parquet")
 
 
 @teacher_app.command("train")

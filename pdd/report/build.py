@@ -122,8 +122,8 @@ def budget_against_paper(rows: list[dict]) -> str:
             iterations.setdefault(row["method"], set()).add(config["iterations"])
     per_method = ", ".join(f"{method} {'/'.join(f'{n:,}' for n in sorted(counts))}"
                            for method, counts in sorted(iterations.items())) or "none"
-    epochs = ", ".join(f"{n:,}" for n in sorted({config["eval"]["epochs"] for config in configs}))
-    models = ", ".join(str(n) for n in sorted({config["eval"]["seeds"] for config in configs}))
+    epochs = ", ".join(f"{n:,}" for n in sorted({row["eval_epochs"] for row in rows}))
+    models = ", ".join(str(n) for n in sorted({json.loads(row["eval_config"])["seeds"] for row in rows}))
     subsets = len({row["subset_seed"] for row in rows})
     return (f"distillation iterations: {per_method} (paper: {PAPER_BUDGET['iterations']}); "
             f"evaluation epochs: {epochs} (paper: {PAPER_BUDGET['eval_epochs']}); "

@@ -16,7 +16,7 @@ from typing import Any
 
 from pdd.errors import ResultsError
 from pdd.method_spec import SPECS, method_label
-from pdd.results import Stage, Status, read_results
+from pdd.results import ScoredBy, Stage, Status, read_results
 
 Row = dict[str, Any]
 CellKey = tuple[int, int | None]  # (ipc, pipc); pipc None = all
@@ -25,6 +25,9 @@ STAGE_ORDER = (Stage.SEARCH, Stage.CONFIRM, Stage.TRIAL)
 STAGE_TRIALS = {Stage.SEARCH: "search trials", Stage.CONFIRM: "confirm trials", Stage.TRIAL: "local trials"}
 
 LABEL_ORDER = tuple(label for spec in SPECS.values() for label in spec.labels)  # the main table's columns
+
+# The network of the main tables, as in the paper's Table 1; rows on other networks go to the cross-architecture table.
+MAIN_MODEL = "convnet"
 
 # The fields that tell one config of a cell and method from another; seeds only repeat a config.
 CONFIG_FIELDS = ("budget", "alpha", "gamma", "init")
@@ -144,14 +147,25 @@ def read_sweep_results(directory: str | Path) -> list[Sweep]:
     """Read a results directory and choose, per protocol, cell and method, the config the main table reports.
 
     One Sweep per evaluation protocol, the paper's first: numbers from two protocols are never pooled or compared.
+    A Sweep holds the ConvNet rows the trials scored themselves; later `pdd evaluate` rows (other epochs or
+    networks) are read with read_rows_of.
     """
     directory = Path(directory)
-    rows = sorted(read_results(directory).to_pylist(), key=lambda row: row["trial_id"])
+    rows = [row for row in read_rows_of(directory)
+            if row["scored_by"] == ScoredBy.TRIAL and row["eval_model"] == MAIN_MODEL]
     if not rows:
-        raise ResultsError(f"no results in {directory} (no .parquet files)")
+        raise ResultsError(f"no ConvNet results in {directory} (no .parquet files, or only other networks' rows)")
     protocols = sorted({row["protocol"] for row in rows}, key=lambda protocol: (protocol != "paper", protocol))
     return [_sweep(directory, [row for row in rows if row["protocol"] == protocol], protocol)
             for protocol in protocols]
+
+
+def read_rows_of(directory: str | Path) -> list[Row]:
+    """Every row of a results directory, in trial order."""
+    rows = sorted(read_results(directory).to_pylist(), key=lambda row: (row["trial_id"], row["eval_config"]))
+    if not rows:
+        raise ResultsError(f"no results in {directory} (no .parquet files)")
+    return rows
 
 
 def _sweep(directory: Path, rows: list[Row], protocol: str) -> Sweep:

@@ -18,7 +18,7 @@ from pdd.data import default_cache_dir
 from pdd.errors import PddError, SweepError
 from pdd.io import atomic_path
 from pdd.method_spec import needs_teacher
-from pdd.results import Stage, Status, trial_row, write_row
+from pdd.results import Stage, Status, trial_row, write_rows
 from pdd.runner.storage import TEACHER_FILE, is_uri, read, write
 from pdd.teacher import ensure_teacher, file_hash
 from pdd.trial import TrialOptions, cached_dataset, resolve_device, run_trial, trial_id
@@ -111,7 +111,7 @@ def run_sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
     options = TrialOptions(results=rows, teacher=teacher, sweep_id=context.sweep_id, stage=Stage(config["stage"]),
                            checkpoint_every=context.checkpoint_every, reporter=TuneReporter(), store=store)
     try:
-        row = run_trial(cfg, options)
+        row = run_trial(cfg, options)[0]  # the primary evaluation: what the study maximises
     except Exception as error:
         record_failure(cfg, options, error)
         raise  # FailureConfig(max_failures) retries it from its last checkpoint
@@ -147,13 +147,13 @@ def _node_teacher(context: SweepContext) -> Path:
 
 
 def record_failure(cfg: TrialConfig, options: TrialOptions, error: Exception) -> None:
-    """A row with status failed and the reason; the retry's row replaces it (same trial id)."""
+    """Rows with status failed and the reason, one per evaluation; the retry's rows replace them (same trial id)."""
     try:
         dataset_hash = cached_dataset(cfg.data.source).content_hash
     except PddError:
         return  # without the data there is no trial id to file the row under; Tune's error log has the reason
     teacher_hash = file_hash(options.teacher) if options.teacher is not None else None
     tid = trial_id(cfg, options.sweep_id, options.stage, dataset_hash, teacher_hash)
-    write_row(options.results, trial_row(cfg, tid, options.sweep_id, options.stage, Status.FAILED,
-                                         reason=f"{type(error).__name__}: {error}", dataset_hash=dataset_hash,
-                                         teacher_hash=teacher_hash))
+    write_rows(options.results, [trial_row(cfg, tid, options.sweep_id, options.stage, Status.FAILED, evaluation,
+                                           reason=f"{type(error).__name__}: {error}", dataset_hash=dataset_hash,
+                                           teacher_hash=teacher_hash) for evaluation in cfg.eval.runs()])
