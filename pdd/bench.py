@@ -36,7 +36,7 @@ from pdd.evaluate import SAM, accuracy, loss
 from pdd.hooks import SectionTimer
 from pdd.method_spec import SPECS, Terms
 from pdd.methods import synthetic_labels
-from pdd.models import ModelConfig, build_model, conv_padding
+from pdd.models import ModelConfig, build_model, counted_flops, eval_model_config
 from pdd.results import Stage
 from pdd.runtime import keep_freed_memory
 from pdd.sources import SOURCES
@@ -78,13 +78,8 @@ def spec_of(source: str) -> ImageSpec:
 
 
 def forward_flops(model_cfg: ModelConfig, spec: ImageSpec) -> tuple[float, float]:
-    """(embedding, classifier) multiply-add FLOPs of one forward pass of one image."""
-    flops, channels, size = 0.0, spec.channels, spec.image_size
-    for layer in range(model_cfg.depth):
-        size += 2 * conv_padding(spec.channels, layer) - 2  # the convolution's output side
-        flops += 2 * channels * model_cfg.width * 9 * size * size
-        channels, size = model_cfg.width, size // 2
-    return flops, 2 * channels * size * size * spec.num_classes
+    """(embedding, classifier) multiply-add FLOPs of one forward pass of one image, on any registered network."""
+    return counted_flops(model_cfg, spec.channels, spec.num_classes, spec.image_size)
 
 
 def iteration_flops(cfg: TrialConfig, terms: Terms, real_per_class: int = POOL_AT_ALL,
@@ -119,9 +114,10 @@ def evaluation_flops(cfg: TrialConfig, evaluation: Evaluation, spec: ImageSpec |
     spec = spec or spec_of(cfg.data.source)
     n_syn = spec.num_classes * cfg.ipc
     step = sam_step_flops if evaluation.rho > 0 else sgd_step_flops
-    per_epoch = sum(step(len(batch), cfg.model, spec) for batch in torch.arange(n_syn).split(evaluation.batch))
+    network = eval_model_config(cfg.model, evaluation.arch)
+    per_epoch = sum(step(len(batch), network, spec) for batch in torch.arange(n_syn).split(evaluation.batch))
     scored = spec.num_classes * cfg.data.val_per_class + spec.test_images
-    return evaluation.epochs * per_epoch + scored * sum(forward_flops(cfg.model, spec))
+    return evaluation.epochs * per_epoch + scored * sum(forward_flops(network, spec))
 
 
 def trial_flops(cfg: TrialConfig, spec: ImageSpec | None = None) -> tuple[float, float]:

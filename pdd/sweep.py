@@ -144,7 +144,9 @@ class Search(Strict):
 
 class Confirm(Strict):
     subset_seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, description="draws of T' per best config")
-    eval_seeds: int | None = Field(None, ge=1, description="evaluation models per confirm trial; default: the budget's")
+    eval: dict[str, Any] = Field(
+        default_factory=dict, description="EvalConfig fields for confirm trials only, over the trial's: e.g. seeds "
+                                          "(evaluation models per set), protocols, models (cross-architecture)")
 
     @field_validator("subset_seeds")
     @classmethod
@@ -240,6 +242,11 @@ class SweepSpec(Strict):
                     else ("methods", label))
                 raise Misplaced(path, f"at {cell_name(ipc, pipc)}: {format_validation_error(error)}") \
                     from None
+        try:
+            TrialConfig.model_validate(self.confirm_values(base)[0])
+        except ValidationError as error:
+            raise Misplaced(("confirm", "eval"), f"at {cell_name(ipc, pipc)}: {format_validation_error(error)}") \
+                from None
         paper = TrialConfig.model_validate(base)
         for name, domain in space.items():
             value = getattr(paper, name)
@@ -296,10 +303,8 @@ class SweepSpec(Strict):
                 if not entry.space() for ipc, pipc in self.cells(label)]
 
     def confirm_values(self, values: dict[str, Any]) -> list[dict[str, Any]]:
-        """A chosen config once per subset seed, scored with the confirm stage's evaluation seeds."""
-        evaluation = dict(values.get("eval", {}))
-        if self.confirm.eval_seeds is not None:
-            evaluation["seeds"] = self.confirm.eval_seeds
+        """A chosen config once per subset seed, judged as the confirm stage's eval section says."""
+        evaluation = dict(values.get("eval", {})) | self.confirm.eval
         return [values | {"subset_seed": seed, "eval": evaluation} for seed in self.confirm.subset_seeds]
 
     def label_of(self, values: dict[str, Any]) -> str | None:

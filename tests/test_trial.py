@@ -119,3 +119,49 @@ def test_a_teacher_of_another_architecture_than_the_evaluation_nets(cifar_slice,
     [row] = run_trial(cfg, TrialOptions(results=tmp_path / "results", teacher=path))
     assert row["status"] == "ok" and row["teacher_hash"] is not None
     assert TrialConfig.model_validate_json(row["config"]).model.norm == "instance"
+
+
+def test_a_trial_judges_its_set_once_per_protocol_and_network_and_distils_once(cifar_slice, tmp_path, monkeypatch):
+    distilled = []
+    real_make = trial_module.MAKE["dm"]
+    monkeypatch.setitem(trial_module.MAKE, "dm", lambda problem: distilled.append(1) or real_make(problem))
+    cfg = smoke_config(cifar_slice, method="dm", init="real",
+                       eval={"protocols": ["dc", "paper"], "models": ["convnet", "alexnet"], "epochs": 2, "seeds": 1})
+    rows = run_trial(cfg, TrialOptions(results=tmp_path))
+    assert distilled == [1]
+    assert [(row["protocol"], row["eval_model"], row["eval_epochs"]) for row in rows] == [
+        ("dc", "convnet", 2), ("dc", "alexnet", 2), ("paper", "convnet", 2), ("paper", "alexnet", 2)]
+    assert {row["scored_by"] for row in rows} == {"trial"} and len({row["eval_config"] for row in rows}) == 4
+    assert len({row["trial_id"] for row in rows}) == 1 and len({row["seconds_distill"] for row in rows}) == 1
+    # SAM's two passes per step make a paper-protocol model twice a dc one's training; AlexNet costs more than ConvNet
+    flops = {(row["protocol"], row["eval_model"]): row["flops_evaluate"] for row in rows}
+    assert flops["paper", "convnet"] > flops["dc", "convnet"] and flops["dc", "alexnet"] > flops["dc", "convnet"]
+    assert rows[0]["flops_distill"] > 0
+    stored = read_results(tmp_path).to_pylist()
+    assert sorted(row["eval_config"] for row in stored) == sorted(row["eval_config"] for row in rows)
+    again = run_trial(cfg, TrialOptions(results=tmp_path))
+    assert distilled == [1] and [row["test_acc"] for row in again] == [row["test_acc"] for row in rows]
+
+
+def test_pdd_evaluate_stores_a_later_judgement_of_a_trials_set_beside_its_rows(cifar_slice, tmp_path, capsys):
+    from pdd.cli import main
+    from pdd.report.outcomes import read_rows_of, read_sweep_results
+
+    cfg = smoke_config(cifar_slice, method="random", eval={"epochs": 2, "seeds": 1})
+    [row] = run_trial(cfg, TrialOptions(results=tmp_path))
+    args = ["evaluate", row["synthetic_path"], "--protocol", "dc", "--eval-epochs", "3", "--eval-seeds", "2",
+            "--budget", "smoke"]
+    assert main(args) == 0
+    later = [stored for stored in read_rows_of(tmp_path) if stored["scored_by"] == "evaluate"]
+    assert [(r["protocol"], r["eval_epochs"], r["eval_seeds"]) for r in later] == [("dc", 3, [0, 1])]
+    assert later[0]["trial_id"] == row["trial_id"] and later[0]["pipc_indices"] == row["pipc_indices"]
+    assert later[0]["config"] == row["config"], "the row still says how the set was made"
+    # the main tables read only what the trial scored itself
+    [sweep] = read_sweep_results(tmp_path)
+    assert [r["scored_by"] for r in sweep.rows] == ["trial"]
+    written = sorted(path.name for path in tmp_path.glob("*.parquet"))
+    assert main(args) == 0, "a stored evaluation is not run again"
+    assert sorted(path.name for path in tmp_path.glob("*.parquet")) == written
+    capsys.readouterr()
+    assert main(args + ["--data", str(tmp_path / "nowhere")]) != 0
+    assert capsys.readouterr().err.strip().startswith("pdd: error: dataset not found")
