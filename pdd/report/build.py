@@ -11,6 +11,7 @@ from pathlib import Path
 from pdd.method_spec import SPECS
 from pdd.paper import DATASET, PAPER, PAPER_BUDGET
 from pdd.report.figures import figures
+from pdd.report.judgements import cross_architecture_table, gain_table, no_full_data
 from pdd.report.model import Footnotes, Report, Section
 from pdd.report.outcomes import Sweep, read_sweep_results
 from pdd.report.tables import (
@@ -86,7 +87,11 @@ def section(index: int, sweep: Sweep, reference: Reference, title: str, compared
     tables = [main_table(sweep, reference, footnotes, f"s{index}-main", title),
               configs_table(sweep, footnotes, f"s{index}-configs"),
               trials_table(sweep, footnotes, f"s{index}-trials"),
-              paired_table(sweep, f"s{index}-paired")]
+              paired_table(sweep, f"s{index}-paired"),
+              gain_table(sweep, no_full_data, f"s{index}-gain")]
+    other_networks = cross_architecture_table(sweep, f"s{index}-networks")
+    if other_networks is not None:
+        tables.append(other_networks)
     drawn, remarks = figures(sweep, prefix=f"{index}-")
     return Section(f"{sweep.name}, {sweep.protocol} protocol", provenance(sweep, compared_with), tables, drawn,
                    remarks)

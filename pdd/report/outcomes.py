@@ -110,6 +110,7 @@ class Sweep:
     rows: list[Row]
     stage: Stage
     results: dict[tuple[CellKey, str], CellResult]
+    others: list[Row]  # this protocol's rows on other networks, and later re-evaluations
 
     @property
     def name(self) -> str:
@@ -147,17 +148,25 @@ def read_sweep_results(directory: str | Path) -> list[Sweep]:
     """Read a results directory and choose, per protocol, cell and method, the config the main table reports.
 
     One Sweep per evaluation protocol, the paper's first: numbers from two protocols are never pooled or compared.
-    A Sweep holds the ConvNet rows the trials scored themselves; later `pdd evaluate` rows (other epochs or
-    networks) are read with read_rows_of.
+    A Sweep's rows are the ConvNet rows the trials scored themselves; its `others` are the rest of that protocol's
+    rows: other networks, and later `pdd evaluate` judgements (e.g. other epoch counts).
     """
     directory = Path(directory)
-    rows = [row for row in read_rows_of(directory)
-            if row["scored_by"] == ScoredBy.TRIAL and row["eval_model"] == MAIN_MODEL]
-    if not rows:
-        raise ResultsError(f"no ConvNet results in {directory} (no .parquet files, or only other networks' rows)")
-    protocols = sorted({row["protocol"] for row in rows}, key=lambda protocol: (protocol != "paper", protocol))
-    return [_sweep(directory, [row for row in rows if row["protocol"] == protocol], protocol)
-            for protocol in protocols]
+    every = read_rows_of(directory)
+    protocols = sorted({row["protocol"] for row in every}, key=lambda protocol: (protocol != "paper", protocol))
+    sweeps = []
+    for protocol in protocols:
+        rows = [row for row in every if row["protocol"] == protocol]
+        main = [row for row in rows if is_main(row)]
+        if main:
+            sweeps.append(_sweep(directory, main, protocol, [row for row in rows if not is_main(row)]))
+    if not sweeps:
+        raise ResultsError(f"no ConvNet rows scored by trials in {directory}, only other networks' or later ones")
+    return sweeps
+
+
+def is_main(row: Row) -> bool:
+    return row["scored_by"] == ScoredBy.TRIAL and row["eval_model"] == MAIN_MODEL
 
 
 def read_rows_of(directory: str | Path) -> list[Row]:
@@ -168,13 +177,13 @@ def read_rows_of(directory: str | Path) -> list[Row]:
     return rows
 
 
-def _sweep(directory: Path, rows: list[Row], protocol: str) -> Sweep:
+def _sweep(directory: Path, rows: list[Row], protocol: str, others: list[Row]) -> Sweep:
     stage = Stage.CONFIRM if any(row["stage"] == Stage.CONFIRM for row in rows) else Stage.TRIAL
     grouped: dict[tuple[CellKey, str], list[Row]] = defaultdict(list)
     for row in rows:
         grouped[(row["ipc"], row["pipc"]), method_label(row["method"], row["init"])].append(row)
     results = {key: CellResult(key[0], key[1], group, stage, choose(group, stage)) for key, group in grouped.items()}
-    return Sweep(directory, protocol, rows, stage, results)
+    return Sweep(directory, protocol, rows, stage, results, others)
 
 
 def choose(rows: list[Row], stage: Stage) -> list[Row]:
