@@ -222,7 +222,7 @@ def test_markdown_main_table_has_the_expected_cells_and_numbers(markdown):
     tables, notes = markdown_report(markdown.read_text())
     titles = [title for title, _ in tables]
     assert titles == ["Test accuracy (%) beside the paper's Table 1", "Chosen configurations", "Trials per cell",
-                      "Paired over draws of T'"]
+                      "Paired over draws of T'", "Gain over random and cost"]
     check_main_table(tables[0][1], notes)
 
 
