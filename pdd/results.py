@@ -131,6 +131,14 @@ def trial_row(cfg: TrialConfig, trial_id: str, sweep_id: str, stage: Stage, stat
             "finished_at": now.replace(microsecond=now.microsecond // 1000 * 1000)} | fields
 
 
+def is_primary(row: dict[str, Any]) -> bool:
+    """Whether the row is its trial's primary evaluation (its config's first protocol on its first network): the
+    score a search maximised."""
+    evaluation = json.loads(row["config"])["eval"]
+    return (row["scored_by"] == ScoredBy.TRIAL and row["protocol"] == evaluation["protocols"][0]
+            and row["eval_model"] == evaluation["models"][0])
+
+
 def write_rows(directory: str | Path, rows: list[dict[str, Any]], evaluation: str | None = None) -> Path:
     """Write one trial's rows as <directory>/<trial_id>.parquet (or a later evaluation's as
     <trial_id>.<evaluation>.parquet), replacing an older file of the same name."""

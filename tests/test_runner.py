@@ -22,11 +22,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import optuna
 import pytest
+from dashboard_fixtures import dashboard, stop
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from pdd.config import TeacherConfig, TrialConfig
 from pdd.results import Stage, read_results
 from pdd.runner.searcher import SweepSearcher
+from pdd.runner.storage import JOURNAL_FILE
 from pdd.runner.trainable import record_failure
 from pdd.sweep import load_sweep
 from pdd.trial import TrialOptions, run_trial
@@ -381,6 +386,13 @@ def rows_of(directory: Path) -> list[dict]:
     return rows
 
 
+def journal_ids(root: Path) -> list[str]:
+    """pdd's trial id of every trial in the sweep's Optuna journal, over all its studies."""
+    storage = JournalStorage(JournalFileBackend(str(root / JOURNAL_FILE)))
+    return [trial.user_attrs["pdd_trial_id"] for study in storage.get_all_studies()
+            for trial in optuna.load_study(study_name=study.study_name, storage=storage).trials]
+
+
 def tune_results(experiment: Path) -> list[dict]:
     """Every result Tune recorded for the trials of an experiment, in order per trial (a line being written is left)."""
     return [json.loads(line) for path in sorted(experiment.glob("*/result.json"))
@@ -419,6 +431,14 @@ def test_a_sweep_on_a_multi_node_cluster_writes_exactly_its_rows(cluster, cifar_
     status = subprocess.run([sys.executable, "-m", "pdd", "sweep", "status", str(tmp_path / "grid")],
                             env=cluster.env, capture_output=True, text=True)
     assert status.returncode == 0 and "pdd" in status.stdout and "2/2" in status.stdout
+
+    with dashboard(tmp_path / "grid", free_port()) as board:  # the journal the driver wrote as trials ended
+        counts = board.studies()
+        stop(board)
+    cells = [f"ipc=1,pipc={pipc}" for pipc in (5, 10)]
+    assert counts == {f"{label} {cell}": Counter(Complete=2) for label in ("dm", "pdd") for cell in cells} | {
+        f"{label} {cell} confirm": Counter(Complete=2) for label in ("dm", "pdd", "random") for cell in cells}
+    assert sorted(journal_ids(tmp_path / "grid")) == sorted(row["trial_id"] for row in rows)
 
 
 @pytest.mark.ray
@@ -484,6 +504,8 @@ def test_a_killed_driver_is_resumed_and_every_trial_is_in_the_results_once(clust
     finals = {result["trial_id"]: result["pdd_trial_id"] for result in tune_results(root / "_tune" / "sweep")
               if "pdd_trial_id" in result}
     assert set(finals.values()) == search | confirm, "every trial Tune ran has its row, and no row is extra"
+    assert sorted(journal_ids(root)) == sorted(search | confirm), \
+        "the journal has every trial once, though the killed driver had recorded some and Tune reran some"
 
 
 @pytest.mark.ray
@@ -636,3 +658,9 @@ def test_a_sweep_whose_trials_all_fail_ends_with_one_line_saying_where_their_err
     rows = rows_of(root)
     assert sorted(row["pipc"] for row in rows) == [10, 50]
     assert all(row["status"] == "failed" and row["reason"] for row in rows), rows
+    storage = JournalStorage(JournalFileBackend(str(root / JOURNAL_FILE)))
+    failed = {study.study_name: [(trial.state.name, trial.user_attrs["pdd_trial_id"]) for trial in
+                                 optuna.load_study(study_name=study.study_name, storage=storage).trials]
+              for study in storage.get_all_studies()}
+    assert failed == {f"pdd {row['cell']} confirm": [("FAIL", row["trial_id"])] for row in rows}, \
+        "a trial Tune gave up on is in the journal at once, under its pdd trial id"

@@ -8,6 +8,7 @@
     pdd sweep logs raysubmit_XXXX --follow
     pdd sweep overhead results/smoke --out overhead.json   # slot utilisation of the last driver run
     pdd sweep estimate sweeps/table1.yaml --tflops 10       # FLOPs and GPU-hours, from the layer shapes
+    pdd sweep dashboard results/smoke --port 8080           # optuna-dashboard on 127.0.0.1, behind a fresh token
 
 The sweep file is validated before anything starts; Ray is imported only once a command needs it.
 """
@@ -192,6 +193,42 @@ def overhead(
         with atomic_path(out) as tmp:
             tmp.write_text(json.dumps(report, indent=2))
         console.print(f"wrote {out}")
+
+
+@sweep_app.command("dashboard")
+def dashboard(
+    directory: str = typer.Argument(..., help="a sweep directory, e.g. results/smoke (an s3:// sweep's journal is "
+                                    "in the driver's local mirror, results/<name>/)"),
+    port: int = typer.Option(8080, min=0, max=65535, help="where it listens; 0 picks a free port"),
+    host: str = typer.Option("127.0.0.1", help="the address it listens on; a non-loopback one needs --allow-remote"),
+    allow_remote: bool = typer.Option(False, "--allow-remote",
+                                      help="listen on a non-loopback --host: whoever reaches it may try the token"),
+) -> None:
+    """optuna-dashboard on the sweep's Optuna journal (every study, trials added as they end), read-only, behind a
+    token made for this start and printed in its URL; Ctrl-C stops it."""
+    from pdd.runner import dashboard as board
+    from pdd.runner.storage import JOURNAL_FILE, local_dir
+
+    root = sweep_dir(directory)
+    journal = local_dir(root) / JOURNAL_FILE
+    if not journal.is_file():
+        raise PddError(f"no Optuna journal at {journal}: a sweep's driver writes it as trials end, and `pdd sweep "
+                       f"resume {directory}` writes one from the rows of a sweep run without it")
+    if not board.is_loopback(host):
+        if not allow_remote:
+            raise PddError(f"--host {host} is not a loopback address, so others could reach the dashboard; pass "
+                           f"--allow-remote to listen there anyway")
+        console.print(f"warning: listening on {host}: anyone who reaches it can try the token, which travels "
+                      f"unencrypted (plain HTTP)", style="yellow", markup=False, soft_wrap=True)
+    server, url = board.open_dashboard(journal, host, port)
+    console.print(f"optuna-dashboard for {root}: {url}", markup=False, soft_wrap=True, highlight=False)
+    console.print("the token is new with each start; Ctrl-C stops it", style="dim")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("dashboard stopped")
+    finally:
+        server.server_close()
 
 
 def overhead_report(found: Overhead, in_tune: Overhead | None, record: dict) -> dict:

@@ -15,6 +15,7 @@ from pdd.errors import SweepError
 from pdd.method_spec import needs_teacher
 from pdd.overhead import trial_slots
 from pdd.results import Stage, Status, read_results
+from pdd.runner.journal import JournalCallback, mirror_rows
 from pdd.runner.progress import saved_trials
 from pdd.runner.searcher import SweepSearcher
 from pdd.runner.session import ray_session
@@ -52,9 +53,11 @@ def materials(root: str) -> Materials:
 
 def execute(root: str, made: Materials, address: str | None) -> DriverResult:
     """Run, or continue, the sweep stored at root as one Tune experiment on the cluster at address, or on the
-    embedded Ray (None) inside `session.cluster_environment`. Finished trials are never rerun."""
+    embedded Ray (None) inside `session.cluster_environment`. Finished trials are never rerun. The sweep's Optuna
+    journal gets the rows it lacks first, then each trial as it ends."""
     spec = made.spec
     marks: dict[str, float] = {}
+    mirror_rows(root, spec)
     with ray_session(address):
         marks["ray_ready"] = time.time()
         if not address:
@@ -137,7 +140,7 @@ def _fit(spec: SweepSpec, root: str, made: Materials) -> tune.ResultGrid:
             # Each checkpoint holds every named state of its trial, so only the latest is worth its disk; but Tune
             # deletes the one before it ahead of saving the experiment state that names the new one, and a driver
             # killed in between was restored onto a deleted checkpoint. Keeping two closes that window.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2), callbacks=[JournalCallback(spec)], verbose=1)
         tuner = tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=searcher.most_trials, reuse_actors=True))
     return tuner.fit()

@@ -1,5 +1,6 @@
 """The sweep directory, a local path or a URI: `<storage>/<name>/` holds one Parquet row per trial and, skipped by
-Parquet readers (leading underscore), the stored spec, teacher, driver record, artifacts and Tune's experiment."""
+Parquet readers (leading underscore), the stored spec, teacher, driver record, Optuna journal, artifacts and Tune's
+experiment."""
 
 from pathlib import Path
 
@@ -15,6 +16,7 @@ TEACHER_FILE = "_teacher.pt"
 DRIVER_FILE = "_driver.json"  # the last driver run's start, end, stage times and trial slots (pdd sweep overhead)
 TUNE_DIR = "_tune"
 EXPERIMENT = "sweep"  # the Tune experiment in TUNE_DIR
+JOURNAL_FILE = "_optuna-journal.log"  # the driver's copy of every study, for `pdd sweep dashboard` (runner.journal)
 
 
 
@@ -50,11 +52,21 @@ def write(root: str, name: str, data: bytes) -> None:
         stream.write(data)
 
 
+def local_dir(root: str) -> Path:
+    """The sweep's directory on this machine: the directory itself, or for a URI its local mirror (the driver's
+    copy of the rows, and its Optuna journal)."""
+    return Path(root) if not is_uri(root) else mirror_dir(root.rstrip("/").rsplit("/", 1)[-1])
+
+
+def mirror_dir(name: str) -> Path:
+    return Path("results") / name
+
+
 def rows_dir(root: str) -> Path:
     """Where this machine reads a sweep's rows: the directory itself, or a mirror of a remote one."""
     if not is_uri(root):
         return Path(root)
-    mirror = Path("results") / root.rstrip("/").rsplit("/", 1)[-1]
+    mirror = local_dir(root)
     mirror.mkdir(parents=True, exist_ok=True)
     fs, base = filesystem(root)
     for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):

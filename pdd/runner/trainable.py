@@ -113,7 +113,9 @@ def run_sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
     try:
         row = run_trial(cfg, options)[0]  # the primary evaluation: what the study maximises
     except Exception as error:
-        record_failure(cfg, options, error)
+        failed = record_failure(cfg, options, error)
+        if failed is not None:  # the driver's journal names the trial by it if Tune gives up on it
+            tune.report({"pdd_trial_id": failed, "status": Status.FAILED})
         raise  # FailureConfig(max_failures) retries it from its last checkpoint
     finally:
         if remote:
@@ -146,14 +148,16 @@ def _node_teacher(context: SweepContext) -> Path:
     return path
 
 
-def record_failure(cfg: TrialConfig, options: TrialOptions, error: Exception) -> None:
-    """Rows with status failed and the reason, one per evaluation; the retry's rows replace them (same trial id)."""
+def record_failure(cfg: TrialConfig, options: TrialOptions, error: Exception) -> str | None:
+    """Rows with status failed and the reason, one per evaluation; the retry's rows replace them (same trial id).
+    Returns that id."""
     try:
         dataset_hash = cached_dataset(cfg.data.source).content_hash
     except PddError:
-        return  # without the data there is no trial id to file the row under; Tune's error log has the reason
+        return None  # without the data there is no trial id to file the row under; Tune's error log has the reason
     teacher_hash = file_hash(options.teacher) if options.teacher is not None else None
     tid = trial_id(cfg, options.sweep_id, options.stage, dataset_hash, teacher_hash)
     write_rows(options.results, [trial_row(cfg, tid, options.sweep_id, options.stage, Status.FAILED, evaluation,
                                            reason=f"{type(error).__name__}: {error}", dataset_hash=dataset_hash,
                                            teacher_hash=teacher_hash) for evaluation in cfg.eval.runs()])
+    return tid
