@@ -144,9 +144,9 @@ class Search(Strict):
 
 class Confirm(Strict):
     subset_seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, description="draws of T' per best config")
-    eval: dict[str, Any] = Field(
-        default_factory=dict, description="EvalConfig fields for confirm trials only, over the trial's: e.g. seeds "
-                                          "(evaluation models per set), protocols, models (cross-architecture)")
+    trial: dict[str, Any] = Field(
+        default_factory=dict, description="TrialConfig fields for confirm trials only, over the search's: e.g. "
+                                          "iterations, eval.seeds, eval.protocols, eval.models (cross-architecture)")
 
     @field_validator("subset_seeds")
     @classmethod
@@ -208,9 +208,12 @@ class SweepSpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:
-        for key in self.trial:
-            if key in SET_ELSEWHERE:
-                raise Misplaced(("trial", key), f"set by {SET_ELSEWHERE[key]}, not here")
+        for section, keys in (("trial", self.trial), ("confirm", self.confirm.trial)):
+            for key in keys:
+                if key in SET_ELSEWHERE or key == "subset_seed":
+                    where = "confirm.subset_seeds" if key == "subset_seed" else SET_ELSEWHERE[key]
+                    path = ("trial", key) if section == "trial" else ("confirm", "trial", key)
+                    raise Misplaced(path, f"set by {where}, not here")
         columns = {pipc for block in self.grid for pipc in block.pipc}
         for label, entry in self.methods.items():
             for key in entry.trial:
@@ -245,7 +248,7 @@ class SweepSpec(Strict):
         try:
             TrialConfig.model_validate(self.confirm_values(base)[0])
         except ValidationError as error:
-            raise Misplaced(("confirm", "eval"), f"at {cell_name(ipc, pipc)}: {format_validation_error(error)}") \
+            raise Misplaced(("confirm", "trial"), f"at {cell_name(ipc, pipc)}: {format_validation_error(error)}") \
                 from None
         paper = TrialConfig.model_validate(base)
         for name, domain in space.items():
@@ -303,9 +306,10 @@ class SweepSpec(Strict):
                 if not entry.space() for ipc, pipc in self.cells(label)]
 
     def confirm_values(self, values: dict[str, Any]) -> list[dict[str, Any]]:
-        """A chosen config once per subset seed, judged as the confirm stage's eval section says."""
-        evaluation = dict(values.get("eval", {})) | self.confirm.eval
-        return [values | {"subset_seed": seed, "eval": evaluation} for seed in self.confirm.subset_seeds]
+        """A chosen config once per subset seed, with the confirm stage's own trial fields (a search may run a
+        cheaper proxy)."""
+        confirmed = merge_nested(values, self.confirm.trial)
+        return [confirmed | {"subset_seed": seed} for seed in self.confirm.subset_seeds]
 
     def label_of(self, values: dict[str, Any]) -> str | None:
         """The method entry a trial config or result row belongs to (entries of one method differ in a fixed value)."""

@@ -28,7 +28,7 @@ def test_a_sweep_counts_every_search_and_confirm_trial():
         "data": {"val_per_class": 20}, "trial": {"iterations": 5, "eval": {"epochs": 4, "seeds": 1}},
         "grid": [{"ipc": [1], "pipc": [10]}],
         "methods": {"dm": {"method": "dm", "init": ["noise", "real"]}, "random": {"method": "random"}},
-        "search": {"trials": 5}, "confirm": {"subset_seeds": [0, 1], "eval": {"seeds": 3}},
+        "search": {"trials": 5}, "confirm": {"subset_seeds": [0, 1], "trial": {"eval": {"seeds": 3}}},
     })
     rows = {(row["method"], row["stage"]): row for row in sweep_flops(spec)}
     assert set(rows) == {("dm", "search"), ("dm", "confirm"), ("random", "confirm")}

@@ -58,8 +58,9 @@ def write(tmp_path: Path, text: str) -> Path:
     ("budget: smoke", "budget: smoke\ntrial: {ipc: 3}", 3, ["trial.ipc", "set by grid"]),
     ("method: random}", "method: randm}", 8, ["methods.random.method", "unknown method 'randm'"]),
     ("subset_seeds: [0, 1, 2]", "subset_seeds: [0, 0]", 12, ["confirm.subset_seeds", "repeat"]),
-    ("subset_seeds: [0, 1, 2]", "subset_seeds: [0, 1, 2]\n  eval: {protocols: [dc], rho: 0.1}", 13,
-     ["confirm.eval", "at ipc=1,pipc=10", "plain SGD"]),
+    ("subset_seeds: [0, 1, 2]", "subset_seeds: [0, 1, 2]\n  trial: {eval: {protocols: [dc], rho: 0.1}}", 13,
+     ["confirm.trial", "at ipc=1,pipc=10", "plain SGD"]),
+    ("subset_seeds: [0, 1, 2]", "subset_seeds: [0, 1, 2]\n  trial: {ipc: 3}", 13, ["confirm.trial.ipc", "set by grid"]),
     ("  - {ipc: [1], pipc: [10, 50]}", "  - {ipc: [1], pipc: [10, 50}", 4, ["not valid YAML"]),
 ])
 def test_a_malformed_sweep_file_is_one_line_naming_its_line(tmp_path, old, new, line, fragments):
@@ -94,10 +95,11 @@ def test_a_good_file_expands_to_studies_and_confirm_trials_that_are_trial_config
     confirm = spec.confirm_values(spec.trial_values("random", 1, 50))
     assert [values["subset_seed"] for values in confirm] == [0, 1, 2]
     assert all(TrialConfig.model_validate(values).budget == "smoke" for values in confirm)
-    both = load_sweep(write(tmp_path, GOOD + "  eval: {protocols: [paper, dc], seeds: 3}\n"))
-    [first, *_] = both.confirm_values(both.trial_values("random", 1, 50))
-    assert [(run.protocol, run.seeds) for run in TrialConfig.model_validate(first).eval.runs()] == [
-        ("paper", 3), ("dc", 3)]
+    both = load_sweep(write(tmp_path, GOOD + "  trial: {iterations: 50, eval: {protocols: [paper, dc], seeds: 3}}\n"))
+    [first, *_] = both.confirm_values(both.trial_values("dsv-noise", 1, 50) | {"alpha": 0.3})
+    confirmed = TrialConfig.model_validate(first)
+    assert [(run.protocol, run.seeds) for run in confirmed.eval.runs()] == [("paper", 3), ("dc", 3)]
+    assert (confirmed.iterations, confirmed.alpha, confirmed.budget) == (50, 0.3, "smoke")
     assert "protocols" not in both.trial_values("random", 1, 50).get("eval", {}), "the search scores one protocol"
     assert spec.label_of({"method": "dsv", "ipc": 1, "pipc": 50, "init": "real", "alpha": 0.3}) == "dsv-real"
     assert spec.label_of({"method": "dsv", "ipc": 1, "pipc": 50, "init": "noise", "alpha": 0.3}) == "dsv-noise"
