@@ -86,6 +86,9 @@ SUMMARY_COLUMNS: dict[str, tuple[type, str]] = {
 }
 
 
+PAIRS_FILE = "audit-pairs.pt"  # a trial's closest pairs, beside its synthetic set, for the report's figure
+
+
 class AuditConfig(Strict):
     features: Literal["random-convnet", "teacher"] = Field(
         "random-convnet", description="the feature space: a fixed random ConvNet, or the teacher (pass it)")

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pdd import __version__
+from pdd.audit import SUMMARY_COLUMNS as AUDIT_COLUMNS
 from pdd.config import cell_name
 from pdd.errors import ResultsError
 from pdd.io import atomic_path
@@ -53,6 +54,9 @@ class ScoredBy(StrEnum):
 
     TRIAL = "trial"
     EVALUATE = "evaluate"
+
+
+ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64()}
 
 
 def _list(item: pa.DataType) -> pa.DataType:
@@ -94,6 +98,7 @@ SCHEMA = pa.schema([
     ("seconds_load", pa.float64()),
     ("seconds_distill", pa.float64()),
     ("seconds_evaluate", pa.float64()),
+    ("seconds_audit", pa.float64()),
     ("flops_distill", pa.float64()),    # the FLOP model's count (pdd.bench, as `pdd sweep estimate`)
     ("flops_evaluate", pa.float64()),   # this evaluation's: training its models, then scoring val and test
     ("config", pa.string()),            # JSON of the full TrialConfig
@@ -107,12 +112,15 @@ SCHEMA = pa.schema([
     ("synthetic_path", pa.string()),
     ("device", pa.string()),
     ("finished_at", pa.timestamp("ms", tz="UTC")),
+    # the leakage audit of the set (pdd.audit): its settings, thresholds, distances and near copies
+    *((name, ARROW_TYPES[kind]) for name, (kind, _) in AUDIT_COLUMNS.items()),
 ], metadata={"pdd_schema_version": str(SCHEMA_VERSION)})
 
 
 # The columns that describe a trial's set rather than one judgement of it: every row of the trial repeats them.
 SET_COLUMNS = ("dataset_name", "dataset_hash", "teacher_hash", "pipc_indices", "synthetic_path", "final_losses",
-               "teacher_agreement", "seconds_load", "seconds_distill", "flops_distill")
+               "teacher_agreement", "seconds_load", "seconds_distill", "flops_distill", "seconds_audit",
+               *AUDIT_COLUMNS)
 
 # The TrialConfig fields a row repeats as columns, so tables filter and group by them without parsing `config`.
 CONFIG_COLUMNS = ("method", "ipc", "pipc", "alpha", "gamma", "init", "budget", "seed", "subset_seed")

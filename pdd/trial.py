@@ -2,7 +2,8 @@
 
     pdd trial --method pdd --ipc 1 --pipc 50 --teacher teachers/cifar10.pt --budget cpu --protocol paper --protocol dc
 
-The rows land in <results>/<trial_id>.parquet, the synthetic set and its PNG grid in
+Before it is judged, the set is audited for copies of private training images (pdd.audit), and the rows carry
+the audit. The rows land in <results>/<trial_id>.parquet, the synthetic set, its PNG grid and its closest pairs in
 <results>/_artifacts/<trial_id>/. Distillation and evaluation checkpoint into that folder, so running the
 same trial again resumes where a killed run stopped, and a finished trial is not run twice.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from pdd.audit import PAIRS_FILE, AuditConfig, audit, closest_pairs, save_pairs
 from pdd.bench import evaluation_flops, trial_flops
 from pdd.config import DataConfig, Evaluation, TrialConfig, pipc_text
 from pdd.data import ImageDataset, ImageSpec, default_cache_dir, load_dataset, practical_subset, split_train_val
@@ -183,11 +185,16 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> list[dict[str, Any]]:
                     "lambdas": None if distilled.lambdas is None else distilled.lambdas.cpu().tolist()})
     save_grid(artifacts / "synthetic.png", distilled.images, distilled.labels, dataset.normalization)
     (artifacts / "history.json").write_text(json.dumps(distilled.history))
+    began = time.perf_counter()
+    leakage = audit(distilled.images, dataset, subset, AuditConfig(), device, cache_dir=options.cache_dir)
+    save_pairs(artifacts / PAIRS_FILE, closest_pairs(leakage, dataset))
+    seconds_audit = time.perf_counter() - began
 
     spec = dataset_spec(dataset)
     set_fields = {"final_losses": final_losses_json(distilled.final), "teacher_agreement": agreement,
                   "synthetic_path": str(synthetic_path), "seconds_load": seconds_load,
-                  "seconds_distill": seconds_distill, "flops_distill": trial_flops(cfg, spec)[0]}
+                  "seconds_distill": seconds_distill, "flops_distill": trial_flops(cfg, spec)[0],
+                  "seconds_audit": seconds_audit, **leakage.summary}
     rows = []
     for evaluation in cfg.eval.runs():
         began = time.perf_counter()

@@ -26,7 +26,7 @@ from pdd.data import ImageDataset, practical_subset, split_train_val
 from pdd.errors import PddError
 from pdd.report.audit_figures import closest_pairs_figure, pair_tile
 from pdd.report.figures import png
-from pdd.results import ARTIFACTS, write_row
+from pdd.results import ARTIFACTS, write_rows
 from pdd.synthetic import save_synthetic
 from pdd.trial import cached_dataset
 
@@ -226,7 +226,8 @@ def trial_set(dataset: ImageDataset, root: Path, trial: str, images: torch.Tenso
 
 def test_cli_audits_a_trial_set_without_counting_its_t_prime(dataset, cifar_slice, tmp_path, capsys):
     path = trial_set(dataset, tmp_path / "results", "t1", normalised(dataset, COPIED))
-    write_row(tmp_path / "results", {"trial_id": "t1", "pipc_indices": [42, 5], "dataset_hash": dataset.content_hash})
+    write_rows(tmp_path / "results",
+               [{"trial_id": "t1", "pipc_indices": [42, 5], "dataset_hash": dataset.content_hash}])
     code, out, err = run_cli(capsys, "audit", str(path), "--data", str(cifar_slice), "--device", "cpu",
                              "--figure", str(tmp_path / "pairs.png"))
     assert code == 0, err
@@ -239,8 +240,8 @@ def test_cli_audits_a_trial_set_without_counting_its_t_prime(dataset, cifar_slic
 
 def test_cli_takes_t_prime_from_a_row_file_for_a_set_made_elsewhere(dataset, cifar_slice, tmp_path, capsys):
     path = save_to(tmp_path / "elsewhere.pt", normalised(dataset, COPIED))
-    row = write_row(tmp_path / "results", {"trial_id": "t5", "pipc_indices": [7, 42, 123],
-                                           "dataset_hash": dataset.content_hash})
+    row = write_rows(tmp_path / "results", [{"trial_id": "t5", "pipc_indices": [7, 42, 123],
+                                           "dataset_hash": dataset.content_hash}])
     code, out, err = run_cli(capsys, "audit", str(path), "--data", str(cifar_slice), "--exclude-trial-row", str(row))
     assert code == 0, err
     assert f"the 3 images of T' ({row})" in out
@@ -270,8 +271,8 @@ def test_cli_names_a_missing_row_file(cifar_slice, dataset, tmp_path, capsys):
 
 def test_cli_refuses_a_row_of_another_dataset(dataset, cifar_slice, tmp_path, capsys):
     path = trial_set(dataset, tmp_path / "results", "t4", noise(2, 8))
-    write_row(tmp_path / "results", {"trial_id": "t4", "pipc_indices": [1], "dataset_hash": "f" * 64,
-                                     "dataset_name": "other"})
+    write_rows(tmp_path / "results", [{"trial_id": "t4", "pipc_indices": [1], "dataset_hash": "f" * 64,
+                                     "dataset_name": "other"}])
     code, _, err = run_cli(capsys, "audit", str(path), "--data", str(cifar_slice))
     assert code == 2
     one_error_line(err, "ran on dataset 'other'", "--data")

@@ -7,7 +7,7 @@ import pytest
 from report_fixtures import make_row, write_sweep
 
 from pdd.report.build import build_report
-from pdd.report.judgements import Gain, cost, cross_architecture_table, gain_table, no_full_data
+from pdd.report.judgements import Gain, audit_table, cost, cross_architecture_table, gain_table, no_full_data
 from pdd.report.outcomes import read_sweep_results
 from pdd.results import Stage, write_rows
 from pdd.stats import paired
@@ -77,3 +77,19 @@ def test_the_cross_architecture_table_shows_each_network_the_chosen_sets_were_ju
     pdd = next(row for row in table.rows if (row[0].text, row[1].text, row[2].text) == ("1", "10", "PDD"))
     assert pdd[4].text == "—"
     assert any(t.id.endswith("networks") for t in build_report([directory]).sections[0].tables)
+
+
+def test_the_audit_table_counts_near_copies_over_the_chosen_draws(tmp_path):
+    directory = write_sweep(tmp_path / "fixture-a")
+    [sweep] = read_sweep_results(directory)
+    assert audit_table(sweep, "audit") is None, "rows without an audit give no table"
+    for k, row in enumerate(sweep.result((1, 10), "DM").chosen):
+        audited = row | {"audit_images": 10, "audit_near_copies": k, "audit_threshold_pixel": 20.0,
+                         "audit_threshold_feature": 0.03, "audit_features": "random-convnet", "audit_pixel_median": 30.0
+                         + k, "audit_pixel_ratio": 0.9, "audit_feature_median": 0.2, "audit_feature_ratio": 1.0}
+        write_rows(directory, [audited])
+    [sweep] = read_sweep_results(directory)
+    [row] = audit_table(sweep, "audit").rows
+    assert [cell.text for cell in row] == ["1", "10", "DM", "3 of 30", "31 [30, 32]", "0.9 [0.9, 0.9]",
+                                           "0.2 [0.2, 0.2]", "1 [1, 1]"]
+    assert row[3].bold, "a set with a near copy stands out"

@@ -40,6 +40,10 @@ def test_every_method_runs_a_smoke_trial_and_writes_a_row_of_the_schema(method, 
     if stored["teacher_hash"] is not None:
         assert 0.0 <= stored["teacher_agreement"] <= 1.0
     assert stored["seconds_distill"] >= 0 and stored["seconds_evaluate"] > 0
+    # the leakage audit: every image audited against the private images, T' left out
+    assert stored["audit_images"] == 10 and stored["audit_excluded"] == len(stored["pipc_indices"])
+    assert stored["audit_near_copies"] <= stored["audit_near_pixel"] and stored["audit_threshold_pixel"] > 0
+    assert (Path(stored["synthetic_path"]).parent / "audit-pairs.pt").is_file()
     synthetic = torch.load(stored["synthetic_path"], weights_only=True)
     assert synthetic["images"].shape == (10, 3, 32, 32) and synthetic["labels"].tolist() == list(range(10))
     assert (Path(stored["synthetic_path"]).parent / "synthetic.png").stat().st_size > 0

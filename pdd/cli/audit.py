@@ -105,11 +105,12 @@ def check_statistics(path: Path, meta: dict[str, Any], normalization: Normalizat
 def trial_subset(path: Path, meta: dict[str, Any], dataset: ImageDataset, results: Path | None,
                  row_file: Path | None) -> tuple[list[int], str]:
     """The indices of T' of the trial behind the set, and a line saying where they came from."""
-    from pdd.results import ARTIFACTS, read_row
+    from pdd.results import ARTIFACTS, read_rows
 
     if row_file is not None:
-        # read_row finds a trial's file by its id, which is the file's stem for every file write_row names
-        row = read_row(row_file.parent, row_file.stem) if row_file.suffix == ".parquet" else None
+        # read_rows finds a trial's file by its id, which is the file's stem for every file write_rows names
+        rows = read_rows(row_file.parent, row_file.stem) if row_file.suffix == ".parquet" else []
+        row = rows[0] if rows else None
         if row is None:
             raise PddError(f"trial row not found: {row_file} (a <trial_id>.parquet file of a results directory)")
         where = str(row_file)
@@ -120,7 +121,8 @@ def trial_subset(path: Path, meta: dict[str, Any], dataset: ImageDataset, result
         if directory is None:
             raise PddError(f"{path} comes from trial {trial}: pass --results DIR (where its row is) or "
                            "--exclude-trial-row ROW.parquet, so that its T' is not counted as private")
-        row = read_row(directory, trial)
+        rows = read_rows(directory, trial)
+        row = rows[0] if rows else None
         if row is None:
             raise PddError(f"no row of trial {trial} in {directory} (has the trial finished?): pass --results DIR "
                            "or --exclude-trial-row ROW.parquet, so that its T' is not counted as private")

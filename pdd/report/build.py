@@ -11,7 +11,7 @@ from pathlib import Path
 from pdd.method_spec import SPECS
 from pdd.paper import DATASET, PAPER, PAPER_BUDGET
 from pdd.report.figures import figures
-from pdd.report.judgements import cross_architecture_table, gain_table, no_full_data
+from pdd.report.judgements import audit_table, cross_architecture_table, gain_table, no_full_data
 from pdd.report.model import Footnotes, Report, Section
 from pdd.report.outcomes import Sweep, read_sweep_results
 from pdd.report.tables import (
@@ -89,9 +89,8 @@ def section(index: int, sweep: Sweep, reference: Reference, title: str, compared
               trials_table(sweep, footnotes, f"s{index}-trials"),
               paired_table(sweep, f"s{index}-paired"),
               gain_table(sweep, no_full_data, f"s{index}-gain")]
-    other_networks = cross_architecture_table(sweep, f"s{index}-networks")
-    if other_networks is not None:
-        tables.append(other_networks)
+    tables += [table for table in (cross_architecture_table(sweep, f"s{index}-networks"),
+                                   audit_table(sweep, f"s{index}-audit")) if table is not None]
     drawn, remarks = figures(sweep, prefix=f"{index}-")
     return Section(f"{sweep.name}, {sweep.protocol} protocol", provenance(sweep, compared_with), tables, drawn,
                    remarks)

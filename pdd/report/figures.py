@@ -3,7 +3,8 @@
 - synthetic images: each method's set for one cell, one row per method, as the paper's Fig. 2;
 - spectra: the mean FFT magnitude of DSV, DM and PDD images, for the frequency argument of Fig. 3;
 - accuracy against pipc: one line per ipc, one panel per method, the paper's values dashed;
-- search: the α/γ points Optuna tried per cell and method, coloured by validation accuracy.
+- search: the α/γ points Optuna tried per cell and method, coloured by validation accuracy;
+- closest pairs: the leakage audit's synthetic images nearest a private training image, beside that image.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as Canvas
 
+from pdd.audit import PAIRS_FILE, load_pairs
 from pdd.config import cell_name, pipc_text
 from pdd.data import Normalization
 from pdd.errors import PddError
@@ -168,11 +170,34 @@ def draw_search(canvas: Canvas, ax, result: CellResult) -> None:
     ax.title.set_fontsize(9)
 
 
+def closest_pairs(sweep: Sweep) -> tuple[str, Canvas]:
+    from pdd.report.audit_figures import closest_pairs_figure  # it draws its tiles with this module's GAP
+
+    cell = figure_cell(sweep)
+    methods = {}
+    for label in sweep.labels:
+        for row in sweep.result(cell, label).chosen:
+            folder = sweep.directory / ARTIFACTS / row["trial_id"]
+            synthetic = load_set(row, sweep.directory)
+            if synthetic is None or not (folder / PAIRS_FILE).is_file():
+                continue
+            try:
+                methods[label] = (synthetic.images, load_pairs(folder / PAIRS_FILE))
+            except PddError:
+                continue
+            break
+    if not methods:
+        raise Skipped(f"no audited set for {cell_name(*cell)} (looked for {ARTIFACTS}/<trial_id>/{PAIRS_FILE})")
+    caption, canvas = closest_pairs_figure(methods)
+    return f"{cell_name(*cell)}, the chosen config's first draw. " + caption, canvas
+
+
 FIGURES: dict[str, tuple[str, Callable[[Sweep], tuple[str, Canvas]]]] = {
     "synthetic-images": ("Synthetic images", synthetic_images),
     "spectra": ("Frequency content", spectra),
     "accuracy-vs-pipc": ("Accuracy against pipc", accuracy_vs_pipc),
     "search": ("Hyperparameter search", search_scatter),
+    "closest-pairs": ("Leakage audit: closest pairs", closest_pairs),
 }
 
 

@@ -1,4 +1,5 @@
-"""What a set is worth beyond its accuracy: its gain over random real images, what it cost, and other networks.
+"""What a set is worth beyond its accuracy: its gain over random real images, what it cost, other networks, and
+whether it gives away private training images.
 
 Gain over random follows DD-Ranking (Li et al. 2025), with its definitions on our rows:
 - IOR (improvement over random) = acc(set) - acc(random), where random is the `random` method of the same cell:
@@ -11,6 +12,8 @@ Gain over random follows DD-Ranking (Li et al. 2025), with its definitions on ou
   0.5, DD-Ranking's default): 0 to 1, higher is better.
 Cost is per set: the trial's distillation plus this evaluation, in the seconds its rows recorded (on the device
 they name) and in the FLOPs of pdd's FLOP model (`pdd sweep estimate`).
+The leakage audit (pdd.audit) is read from the rows: distances from each synthetic image to its nearest private and
+nearest test image, and the near copies, within thresholds set by how far apart distinct real images lie.
 """
 
 from __future__ import annotations
@@ -171,3 +174,42 @@ def network_cell(sweep: Sweep, result: CellResult, arch: str, epochs: int) -> Ta
         cell.note = f"{draws} of {len(chosen)} draws"
     return cell
 
+
+
+def audit_table(sweep: Sweep, table_id: str) -> Table | None:
+    """Per cell and method: near copies of private images, nearest-private distances and their ratio to the
+    nearest-test ones, over the chosen config's draws; None when no row carries an audit."""
+    headers = ["ipc", "pipc", "method", "near copies", "pixel L2 to private (median)", "private / test (pixel)",
+               "cosine to private (median)", "private / test (feature)"]
+    rows, thresholds = [], set()
+    for cell in sweep.cells:
+        for label in sweep.labels:
+            audited = [row for row in sweep.result(cell, label).chosen if row["audit_images"] is not None]
+            if not audited:
+                continue
+            thresholds |= {(row["audit_threshold_pixel"], row["audit_threshold_feature"], row["audit_features"])
+                           for row in audited}
+            copies = sum(row["audit_near_copies"] for row in audited)
+            images = sum(row["audit_images"] for row in audited)
+            rows.append([*cell_heads(cell), TableCell(label),
+                         TableCell(f"{copies} of {images}", bold=copies > 0, sort=copies),
+                         *(spread([row[name] for row in audited]) for name in (
+                             "audit_pixel_median", "audit_pixel_ratio", "audit_feature_median",
+                             "audit_feature_ratio"))])
+    if not rows:
+        return None
+    limits = "; ".join(f"pixel L2 {pixel:.2f}, cosine distance {feature:.4f} ({features})"
+                       for pixel, feature, features in sorted(thresholds))
+    caption = (f"Leakage audit of the chosen sets: each synthetic image's nearest private image (the training split, "
+               f"validation included, less the T' images that were allowed to leave the edge) by pixel L2 on "
+               f"normalised images and by cosine distance in a fixed random ConvNet's features, against its nearest "
+               f"test image. A near copy lies within both thresholds: the 1% quantile of distinct real images' "
+               f"distances to their nearest other real image ({limits}). A ratio far below 1 means the set sits "
+               f"closer to the private images than to unseen ones. Mean over draws, with its range.")
+    return Table(table_id, "Leakage audit", headers, rows, caption)
+
+
+def spread(values: list[float]) -> TableCell:
+    mean = statistics.fmean(values)
+    text = f"{mean:.3g}" if len(values) == 1 else f"{mean:.3g} [{min(values):.3g}, {max(values):.3g}]"
+    return TableCell(text, sort=mean)
