@@ -1,6 +1,7 @@
 """The `pdd` command. Commands parse flags, call the core, and print; bad input is one line, never a traceback.
 
-Each module registers its commands on the shared app: trial (trial, evaluate, teacher), bench.
+Each module registers its commands on the shared app: trial (trial, evaluate, teacher), bench, baseline
+(baseline full-data), report, sweep.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from pdd.cli import bench as _bench_commands  # noqa: F401  (importing registers the commands)
+from pdd.cli import baseline as _baseline_commands  # noqa: F401  (importing registers the commands)
+from pdd.cli import bench as _bench_commands  # noqa: F401
 from pdd.cli import report as _report_commands  # noqa: F401
 from pdd.cli import sweep as _sweep_commands  # noqa: F401
 from pdd.cli import trial as _trial_commands  # noqa: F401
