@@ -5,7 +5,8 @@ learning rate drops tenfold at half the epochs, as in the DM reference.
 dc (the DC/DM reference's `evaluate_synset`): plain SGD, lr 0.01, momentum 0.9, weight decay 5e-4, epochs + 1
 passes, then after pass epochs // 2 + 1 a new SGD at lr 0.001, as that loop does.
 Both: batches of 256, DSA with independent per-image parameters on every batch. Model k is initialised,
-shuffled and augmented from its own generator seeded eval.seed + k.
+shuffled and augmented from its own generator seeded eval.seed + k. pdd.full_data trains the same way on a whole
+train split.
 """
 
 from __future__ import annotations
@@ -90,18 +91,32 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def schedule(cfg: Evaluation) -> tuple[int, int]:
+    """(passes over the training images, the pass from which the learning rate is a tenth) under cfg.protocol.
+
+    dc follows evaluate_synset's loop exactly: epochs + 1 passes, and once pass epochs // 2 + 1 is over a fresh
+    SGD (its momentum dropped) at a tenth of the rate.
+    """
+    return (cfg.epochs, cfg.epochs // 2) if cfg.protocol == "paper" else (cfg.epochs + 1, cfg.epochs // 2 + 2)
+
+
 def train_on_synthetic(images: Tensor, labels: Tensor, cfg: Evaluation, model_cfg: ModelConfig,
                        num_classes: int, seed: int, reporter: Reporter = NullReporter(),
-                       phase: str = "evaluate") -> nn.Module:
-    """Train one fresh model on the set under cfg.protocol (module docstring)."""
+                       phase: str = "evaluate", normalization: Normalization | None = None) -> nn.Module:
+    """Train one fresh model on the set under cfg.protocol (module docstring).
+
+    images: normalised float, or uint8 with the `normalization` each batch is normalised with, so that a whole
+    train split stays one byte a pixel (45,000 CIFAR-10 images as float32 are 550 MB).
+    """
+    if (images.dtype == torch.uint8) != (normalization is not None):
+        raise TypeError(f"{images.dtype} images with normalization {normalization}: uint8 images need one, "
+                        f"normalised ones none")
     generator = torch.Generator().manual_seed(seed)
     channels, size = images.shape[1], images.shape[-1]
     model = build_model(model_cfg, channels, num_classes, size, generator=generator).to(images.device)
     optimizer = _sgd(model, cfg, cfg.lr)
     sam = SAM(list(model.parameters()), optimizer, cfg.rho) if cfg.protocol == "paper" else None
-    # dc follows evaluate_synset's loop exactly: epochs + 1 passes, and once pass epochs // 2 + 1 is over a fresh
-    # SGD (its momentum dropped) at a tenth of the rate.
-    epochs, drop_at = (cfg.epochs, cfg.epochs // 2) if sam else (cfg.epochs + 1, cfg.epochs // 2 + 2)
+    epochs, drop_at = schedule(cfg)
     model.train()
     reporter.start(phase, epochs)
     for epoch in range(epochs):
@@ -114,6 +129,8 @@ def train_on_synthetic(images: Tensor, labels: Tensor, cfg: Evaluation, model_cf
         order = torch.randperm(len(images), generator=generator).to(images.device)
         for batch in order.split(cfg.batch):
             x, y = images[batch], labels[batch]
+            if normalization is not None:
+                x = normalization.normalize(x)
             if cfg.dsa:
                 x = augment.augment(x, generator, siamese=False)
             if sam:
@@ -161,7 +178,10 @@ def score(images: Tensor, labels: Tensor, cfg: Evaluation, model_cfg: ModelConfi
           reporter: Reporter = NullReporter(), store: CheckpointStore | None = None, label: str = "evaluate",
           title: str = "evaluate") -> Scored:
     """Train cfg.seeds models and score each on uint8 val and test images normalised with `normalization`;
-    finished models are checkpointed under `label` so a resume skips them; progress shows as `title` k/n."""
+    finished models are checkpointed under `label` so a resume skips them; progress shows as `title` k/n.
+
+    images: a normalised synthetic set, or uint8 real images (a whole train split), normalised per batch with
+    `normalization` as val and test are."""
     keep_freed_memory()
     store = store or MemoryStore()  # a fresh one per call: a shared default would carry seeds across calls
     scored = store.load(label) or {"seeds": [], "val": [], "test": []}
@@ -170,7 +190,8 @@ def score(images: Tensor, labels: Tensor, cfg: Evaluation, model_cfg: ModelConfi
         if seed in scored["seeds"]:
             continue
         phase = f"{title} {k + 1}/{len(seeds)}"
-        model = train_on_synthetic(images, labels, cfg, model_cfg, num_classes, seed, reporter, phase)
+        model = train_on_synthetic(images, labels, cfg, model_cfg, num_classes, seed, reporter, phase,
+                                   normalization if images.dtype == torch.uint8 else None)
         scored = {"seeds": scored["seeds"] + [seed],
                   "val": scored["val"] + [accuracy(model, *val, normalization, cfg.precision)],
                   "test": scored["test"] + [accuracy(model, *test, normalization, cfg.precision)]}

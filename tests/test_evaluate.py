@@ -110,3 +110,16 @@ def test_bf16_scoring_agrees_with_fp32_on_a_trained_net():
     plain = accuracy(model, images, labels, CIFAR, "fp32")
     assert plain > 90
     assert accuracy(model, images, labels, CIFAR, "bf16") == pytest.approx(plain, abs=1.0)
+
+
+def test_uint8_images_normalised_per_batch_train_the_same_model_as_normalised_ones():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8, generator=generator)
+    labels = torch.arange(4).repeat(10)
+    cfg = Evaluation(protocol="dc", epochs=2, seeds=1, batch=16)
+    model_cfg = ModelConfig(width=4, depth=1)
+    per_batch = train_on_synthetic(images, labels, cfg, model_cfg, 4, seed=3, normalization=CIFAR)
+    whole = train_on_synthetic(CIFAR.normalize(images), labels, cfg, model_cfg, 4, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(per_batch.parameters(), whole.parameters()))
+    with pytest.raises(TypeError, match="uint8 images need one"):
+        train_on_synthetic(images, labels, cfg, model_cfg, 4, seed=3)

@@ -1,6 +1,7 @@
 """The `pdd` command. Commands parse flags, call the core, and print; bad input is one line, never a traceback.
 
-Each module registers its commands on the shared app: trial (trial, evaluate, teacher), bench, audit.
+Each module registers its commands on the shared app: trial (trial, evaluate, teacher), audit, bench, baseline
+(baseline full-data), report, sweep.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from pdd.cli import audit as _audit_commands  # noqa: F401  (importing registers the commands)
+from pdd.cli import baseline as _baseline_commands  # noqa: F401
 from pdd.cli import bench as _bench_commands  # noqa: F401
 from pdd.cli import report as _report_commands  # noqa: F401
 from pdd.cli import sweep as _sweep_commands  # noqa: F401
