@@ -36,6 +36,14 @@ def test_ior_is_paired_with_random_over_shared_draws(sweep_dir):
     assert rows["1", "10", "DM"][4:] == ["—"] * 5
 
 
+def test_a_recorded_full_data_accuracy_gives_hlr_and_lrs(sweep_dir):
+    [sweep] = read_sweep_results(sweep_dir)
+    rows = cells(gain_table(sweep, lambda protocol, arch: 60.0 if (protocol, arch) == ("paper", "convnet") else None,
+                            "gain"))
+    lrs = (math.exp(0.5 * 0.07 - 0.5 * 0.38) - math.exp(-1)) / (math.exp(1) - math.exp(-1))
+    assert rows["1", "10", "DM"][4:6] == ["38.00", f"{lrs:.3f}"]
+
+
 def test_hlr_and_lrs_follow_dd_rankings_formula():
     ior = paired({0: 30.0, 1: 32.0}, {0: 20.0, 1: 22.0})
     value = Gain(ior, hlr=50.0)

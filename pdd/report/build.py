@@ -11,7 +11,8 @@ from pathlib import Path
 from pdd.method_spec import SPECS
 from pdd.paper import DATASET, PAPER, PAPER_BUDGET
 from pdd.report.figures import figures
-from pdd.report.judgements import audit_table, cross_architecture_table, gain_table, no_full_data
+from pdd.full_data import full_data_accuracy, read_full_data
+from pdd.report.judgements import FullDataLookup, audit_table, cross_architecture_table, gain_table
 from pdd.report.model import Footnotes, Report, Section
 from pdd.report.outcomes import Sweep, read_sweep_results
 from pdd.report.tables import (
@@ -88,12 +89,23 @@ def section(index: int, sweep: Sweep, reference: Reference, title: str, compared
               configs_table(sweep, footnotes, f"s{index}-configs"),
               trials_table(sweep, footnotes, f"s{index}-trials"),
               paired_table(sweep, f"s{index}-paired"),
-              gain_table(sweep, no_full_data, f"s{index}-gain")]
+              gain_table(sweep, recorded_full_data(sweep), f"s{index}-gain")]
     tables += [table for table in (cross_architecture_table(sweep, f"s{index}-networks"),
                                    audit_table(sweep, f"s{index}-audit")) if table is not None]
     drawn, remarks = figures(sweep, prefix=f"{index}-")
     return Section(f"{sweep.name}, {sweep.protocol} protocol", provenance(sweep, compared_with), tables, drawn,
                    remarks)
+
+
+def recorded_full_data(sweep: Sweep) -> FullDataLookup:
+    """The full-data accuracies `pdd baseline full-data` recorded in the sweep's directory for its dataset."""
+    records = read_full_data(sweep.directory)
+    hashes = sweep.values("dataset_hash")
+
+    def lookup(protocol: str, arch: str) -> float | None:
+        found = [record for digest in hashes if (record := full_data_accuracy(records, digest, protocol, arch))]
+        return found[0].test_mean if len(hashes) == 1 and found else None
+    return lookup
 
 
 def provenance(sweep: Sweep, compared_with: str) -> list[tuple[str, str]]:
