@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pdd.full_data import full_data_accuracy, read_full_data
 from pdd.method_spec import SPECS
 from pdd.paper import DATASET, PAPER, PAPER_BUDGET
 from pdd.report.figures import figures
-from pdd.full_data import full_data_accuracy, read_full_data
 from pdd.report.judgements import FullDataLookup, audit_table, cross_architecture_table, gain_table
 from pdd.report.model import Footnotes, Report, Section
 from pdd.report.outcomes import Sweep, read_sweep_results
