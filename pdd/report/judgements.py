@@ -96,7 +96,8 @@ def gain_table(sweep: Sweep, full_data: FullDataLookup, table_id: str) -> Table:
                 continue
             rows.append([*cell_heads(cell), TableCell(label), accuracy(result.test),
                          *gain_cells(gain(result, baseline, reference), label == BASELINE),
-                         *cost_cells(cost(result.chosen), gain(result, baseline, None).ior)])
+                         *cost_cells(cost(result.chosen),
+                                     None if label == BASELINE else gain(result, baseline, None).ior)])
     where = f"full data {reference:.2f}%" if reference is not None else "no full-data accuracy recorded"
     caption = (f"Gain over random real images ({sweep.protocol} protocol, ConvNet), as DD-Ranking defines it: IOR = "
                f"acc(set) − acc(random) paired over shared draws of T' (bold: interval above 0); HLR = acc(full "
