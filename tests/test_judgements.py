@@ -101,3 +101,21 @@ def test_the_audit_table_counts_near_copies_over_the_chosen_draws(tmp_path):
     assert [cell.text for cell in row] == ["1", "10", "DM", "3 of 30", "31 [30, 32]", "0.9 [0.9, 0.9]",
                                            "0.2 [0.2, 0.2]", "1 [1, 1]"]
     assert row[3].bold, "a set with a near copy stands out"
+
+
+def test_the_epochs_figure_draws_sets_judged_at_several_epoch_counts(tmp_path):
+    from pdd.report.figures import Skipped, accuracy_vs_epochs
+
+    directory = write_sweep(tmp_path / "fixture-a")
+    [sweep] = read_sweep_results(directory)
+    with pytest.raises(Skipped, match="two or more epoch counts"):
+        accuracy_vs_epochs(sweep)
+    row = sweep.result((1, 10), "DM").chosen[0]
+    later = make_row("fixture-a", Stage.CONFIRM, (1, 10), "DM", row["alpha"], row["gamma"], row["subset_seed"], 30.0)
+    write_rows(directory, [later | {"trial_id": row["trial_id"], "scored_by": "evaluate", "eval_epochs": 5000}],
+               evaluation="5000")
+    [sweep] = read_sweep_results(directory)
+    caption, canvas = accuracy_vs_epochs(sweep)
+    [ax] = canvas.axes
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["DM, ipc=1,pipc=10"]
+    assert "subset seeds 0, 1, 2" in caption

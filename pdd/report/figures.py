@@ -3,6 +3,7 @@
 - synthetic images: each method's set for one cell, one row per method, as the paper's Fig. 2;
 - spectra: the mean FFT magnitude of DSV, DM and PDD images, for the frequency argument of Fig. 3;
 - accuracy against pipc: one line per ipc, one panel per method, the paper's values dashed;
+- accuracy against evaluation epochs: the chosen sets judged at several epoch counts (`pdd evaluate`);
 - search: the α/γ points Optuna tried per cell and method, coloured by validation accuracy;
 - closest pairs: the leakage audit's synthetic images nearest a private training image, beside that image.
 """
@@ -25,7 +26,7 @@ from pdd.errors import PddError
 from pdd.evaluate import mean_std
 from pdd.paper import paper_value
 from pdd.report.model import Figure
-from pdd.report.outcomes import CellKey, CellResult, Row, Sweep, cell_order
+from pdd.report.outcomes import MAIN_MODEL, CellKey, CellResult, Row, Sweep, cell_order
 from pdd.results import ARTIFACTS, Status
 from pdd.sources import dataset_named
 from pdd.synthetic import read_synthetic_file
@@ -133,6 +134,37 @@ def accuracy_vs_pipc(sweep: Sweep) -> tuple[str, Canvas]:
             "dashed: the paper's Table 1."), canvas
 
 
+def accuracy_vs_epochs(sweep: Sweep) -> tuple[str, Canvas]:
+    """Test accuracy of the chosen sets against the evaluation epochs they were trained for (the trial's own
+    evaluation and later `pdd evaluate` ones), for every cell and method judged at two or more epoch counts."""
+    curves = {}
+    for (cell, label), result in sorted(sweep.results.items(), key=lambda item: (cell_order(item[0][0]), item[0][1])):
+        chosen = {row["trial_id"] for row in result.chosen}
+        judged = [row for row in [*result.chosen, *sweep.others] if row["trial_id"] in chosen
+                  and row["eval_model"] == MAIN_MODEL and row["status"] == Status.OK]
+        by_epochs: dict[int, list[Row]] = {}
+        for row in judged:
+            by_epochs.setdefault(row["eval_epochs"], []).append(row)
+        if len(by_epochs) >= 2:
+            curves[cell, label] = {epochs: rows for epochs, rows in sorted(by_epochs.items())}
+    if not curves:
+        raise Skipped("no chosen set was judged at two or more epoch counts (`pdd evaluate SET --eval-epochs N`)")
+    canvas = Canvas(figsize=(6.5, 3.6), layout="constrained")
+    ax = canvas.subplots()
+    for (cell, label), by_epochs in curves.items():
+        points = [(epochs, *mean_std([acc for row in rows for acc in row["test_acc"]]))
+                  for epochs, rows in by_epochs.items()]
+        x, mean, std = zip(*points, strict=True)
+        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=f"{label}, {cell_name(*cell)}")
+    ax.set(xscale="log", xlabel="evaluation epochs", ylabel="test accuracy %")
+    ax.legend(fontsize=8)
+    draws = sorted({row["subset_seed"] for rows in curves.values() for group in rows.values() for row in group})
+    return (f"Test accuracy of the chosen sets against the epochs each evaluation model trained for, {sweep.protocol} "
+            f"protocol (mean ± std over evaluation models and the draws judged at that count: subset seeds "
+            f"{', '.join(map(str, draws))}). Where two methods' order changes with the epochs, a cheap evaluation "
+            f"would rank them differently from a long one."), canvas
+
+
 def search_scatter(sweep: Sweep) -> tuple[str, Canvas]:
     # Only a search that moved both weights makes a scatter; a method that ignores one searched a line.
     panels = [o for o in sorted(sweep.results.values(), key=lambda o: (cell_order(o.cell), o.label))
@@ -196,6 +228,7 @@ FIGURES: dict[str, tuple[str, Callable[[Sweep], tuple[str, Canvas]]]] = {
     "synthetic-images": ("Synthetic images", synthetic_images),
     "spectra": ("Frequency content", spectra),
     "accuracy-vs-pipc": ("Accuracy against pipc", accuracy_vs_pipc),
+    "accuracy-vs-epochs": ("Accuracy against evaluation epochs", accuracy_vs_epochs),
     "search": ("Hyperparameter search", search_scatter),
     "closest-pairs": ("Leakage audit: closest pairs", closest_pairs),
 }
