@@ -38,19 +38,19 @@ EXPECTED_MAIN = {
                   "DSV (real)": (DASH, "no trials of this method in this cell"),
                   # subset seed 2 failed: 6 models; ▲: +4.00 over DM on both shared draws
                   "PDD": ("25.50 ± 0.71 ▲", True, "paper 25.53, Δ -0.03"),
-                  "random": ("15.00 ± 0.97", False, "")},
+                  "random": ("15.00 ± 0.97", False, "paper —")},
     ("1", "50"): {"ratio %": "1",
                   "DM": ("24.00 ± 0.97", False, "paper 24.42, Δ -0.42"),  # not the decoy's 30.00
                   "DSV (noise)": ("25.50 ± 0.97", False, "paper 25.30, Δ +0.20"),
                   "DSV (real)": ("17.00 ± 0.97", False, "paper 16.68, Δ +0.32"),
                   "PDD": ("28.00 ± 0.97 ▲", True, "paper 28.20, Δ -0.20"),  # +2.50 over DSV (noise) on each draw
-                  "random": ("16.00 ± 0.97", False, "")},
+                  "random": ("16.00 ± 0.97", False, "paper —")},
     ("1", "all"): {"ratio %": "100",
                    "DM": (DASH, "no trials of this method in this cell"),
                    "DSV (noise)": (DASH, "no trials of this method in this cell"),
                    "DSV (real)": (DASH, "no trials of this method in this cell"),
                    "PDD": ("30.00 ± 0.97", True, "paper 29.95, Δ +0.05"),
-                   "random": ("30.00 ± 0.97", True, "")},  # a tie: both bold
+                   "random": ("30.00 ± 0.97", True, "paper —")},  # a tie: both bold
     ("10", "50"): {"ratio %": "1",
                    "DM": (DASH, "not confirmed yet: 6 search trials, 1 of them failed"),
                    "DSV (noise)": (DASH, "all 3 confirm trials failed: loss_stat is nan at iteration 40 | primal 2.31"),
@@ -444,7 +444,7 @@ def test_a_dataset_the_paper_never_ran_has_no_paper_numbers_and_is_named(tmp_pat
     (row,) = main_table.rows
     assert row[2].text == ratio  # pipc 10 over the training images per class, where they are all alike
     assert [cell.text for cell in row[3:]] == ["20.00 ± 0.50", "26.00 ± 0.50"]
-    assert all(cell.note == "" for cell in row[3:])  # no paper value to set beside ours
+    assert all(cell.note == "paper —" for cell in row[3:])  # no paper value to set beside ours
 
 
 def test_the_paper_is_looked_up_by_dataset():

@@ -57,7 +57,7 @@ def build_report(directories: Sequence[str | Path]) -> Report:
     sections = []
     for protocol, sweep in base.items():
         if not on_papers_data:
-            title, reference = f"Test accuracy (%) on {shown}", no_reference
+            title, reference = f"Test accuracy (%) on {shown}", paper_reference(datasets)
             compared = f"nothing: the paper ({PAPER}) reports no numbers on {shown}"
         elif protocol == "paper":
             title, reference, compared = "Test accuracy (%) beside the paper's Table 1", paper_reference(datasets), \

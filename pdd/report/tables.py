@@ -16,18 +16,20 @@ from pdd.stats import Paired, paired
 
 DASH = "—"
 
-# A value to set beside ours: (whose, mean), or None where there is none.
-Reference = Callable[[CellKey, str], tuple[str, float] | None]
+# A value to set beside ours: (whose, mean), (whose, None) where that source has no number for the cell, or None
+# where nothing is compared.
+Reference = Callable[[CellKey, str], tuple[str, float | None] | None]
 
 
 def paper_reference(datasets: list[str]) -> Reference:
-    """The paper's Table 1 as the reference for rows on these datasets: no value unless they are its dataset."""
+    """The paper's Table 1 as the reference for rows on these datasets: "—" wherever it has no number, e.g. on
+    every cell of a dataset it never ran."""
     dataset = dataset_named(datasets)
     key = dataset.key if dataset else None
 
-    def reference(cell: CellKey, label: str) -> tuple[str, float] | None:
+    def reference(cell: CellKey, label: str) -> tuple[str, float | None]:
         value = paper_value(key, cell[0], cell[1], label)
-        return None if value is None else ("paper", value[0])
+        return "paper", None if value is None else value[0]
     return reference
 
 
@@ -87,7 +89,8 @@ def accuracy_cell(result: CellResult, best: float | None, win: bool, reference: 
     notes = [footnotes.add(f"{len(failed)} of the chosen config's {tried} {stage_trials(result.stage)} failed (left "
                            f"out of the mean): {failure_reasons(failed)}")] if failed else []
     ref = reference(result.cell, result.label)
-    note = "" if ref is None else f"{ref[0]} {ref[1]:.2f}, Δ {round(shown - ref[1], 2) or 0.0:+.2f}"
+    note = ("" if ref is None else f"{ref[0]} {DASH}" if ref[1] is None else
+            f"{ref[0]} {ref[1]:.2f}, Δ {round(shown - ref[1], 2) or 0.0:+.2f}")
     return TableCell(f"{mean:.2f} ± {std:.2f}" + (" ▲" if win else ""), bold=shown == best, note=note,
                      footnotes=notes, sort=mean)
 
