@@ -111,9 +111,11 @@ def git_commit() -> str:
         return "unknown"
 
 
-def trial_id(cfg: TrialConfig, sweep_id: str, stage: Stage, dataset_hash: str, teacher_hash: str | None) -> str:
-    """Same config, data and teacher give the same id, so a rerun replaces (or resumes) its own row."""
-    inputs = f"{cfg.hash()}|{dataset_hash}|{teacher_hash}"
+def trial_id(cfg: TrialConfig, sweep_id: str, stage: Stage, dataset_hash: str, teacher_hash: str | None,
+             device: torch.device) -> str:
+    """Same config, data, teacher and kind of device give the same id, so a rerun replaces (or resumes) its own
+    rows. A GPU computes other (not bitwise equal) numbers than a CPU, so its run is another trial, not a resume."""
+    inputs = f"{cfg.hash()}|{dataset_hash}|{teacher_hash}|{device.type}"
     digest = hashlib.sha256(inputs.encode()).hexdigest()[:12]
     return f"{sweep_id}_{stage}_{cfg.method}_ipc{cfg.ipc}_pipc{pipc_text(cfg.pipc)}_{digest}"
 
@@ -139,7 +141,7 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> list[dict[str, Any]]:
                                f"(train one with `pdd teacher train`)")
         teacher, teacher_meta, teacher_hash = load_teacher(options.teacher, cfg.teacher_model, dataset, device)
 
-    tid = trial_id(cfg, options.sweep_id, options.stage, dataset.content_hash, teacher_hash)
+    tid = trial_id(cfg, options.sweep_id, options.stage, dataset.content_hash, teacher_hash, device)
     stored = read_rows(options.results, tid)
     if stored and all(row["status"] == Status.OK for row in stored) and not options.force:
         return stored

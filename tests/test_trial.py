@@ -169,3 +169,11 @@ def test_pdd_evaluate_stores_a_later_judgement_of_a_trials_set_beside_its_rows(c
     capsys.readouterr()
     assert main(args + ["--data", str(tmp_path / "nowhere")]) != 0
     assert capsys.readouterr().err.strip().startswith("pdd: error: dataset not found")
+
+
+def test_a_gpu_run_of_a_config_is_another_trial_than_its_cpu_run():
+    from pdd.trial import trial_id
+
+    cfg = TrialConfig(method="dm", data={"source": "fixture"})
+    cpu, gpu = (trial_id(cfg, "s", Stage.SEARCH, "d" * 64, None, torch.device(name)) for name in ("cpu", "cuda:1"))
+    assert cpu != gpu and gpu == trial_id(cfg, "s", Stage.SEARCH, "d" * 64, None, torch.device("cuda:0"))

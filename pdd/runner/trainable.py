@@ -108,8 +108,12 @@ def run_sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
     store = TuneStore()
     remote = is_uri(context.root)
     rows = Path(tempfile.mkdtemp(prefix="pdd-rows-")) if remote else Path(context.root)
-    options = TrialOptions(results=rows, teacher=teacher, sweep_id=context.sweep_id, stage=Stage(config["stage"]),
-                           checkpoint_every=context.checkpoint_every, reporter=TuneReporter(), store=store)
+    # Ray 2.60 no longer hides GPUs from workers that asked for none: a CPU trial says so, or "auto" would put it
+    # on GPU 0, uncapped, beside the trials that asked for a share of it.
+    device = "cuda" if context.gpu > 0 else "cpu"
+    options = TrialOptions(results=rows, teacher=teacher, device=device, sweep_id=context.sweep_id,
+                           stage=Stage(config["stage"]), checkpoint_every=context.checkpoint_every,
+                           reporter=TuneReporter(), store=store)
     try:
         row = run_trial(cfg, options)[0]  # the primary evaluation: what the study maximises
     except Exception as error:
@@ -153,10 +157,11 @@ def record_failure(cfg: TrialConfig, options: TrialOptions, error: Exception) ->
     Returns that id."""
     try:
         dataset_hash = cached_dataset(cfg.data.source).content_hash
+        device = resolve_device(options.device)
     except PddError:
-        return None  # without the data there is no trial id to file the row under; Tune's error log has the reason
+        return None  # without the data or device there is no trial id to file the row under; Tune's log has why
     teacher_hash = file_hash(options.teacher) if options.teacher is not None else None
-    tid = trial_id(cfg, options.sweep_id, options.stage, dataset_hash, teacher_hash)
+    tid = trial_id(cfg, options.sweep_id, options.stage, dataset_hash, teacher_hash, device)
     write_rows(options.results, [trial_row(cfg, tid, options.sweep_id, options.stage, Status.FAILED, evaluation,
                                            reason=f"{type(error).__name__}: {error}", dataset_hash=dataset_hash,
                                            teacher_hash=teacher_hash) for evaluation in cfg.eval.runs()])
