@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from pdd.config import Strict, config_hash
 from pdd.data import ImageDataset, Normalization, default_cache_dir
 from pdd.errors import DataError, PddError
-from pdd.io import atomic_path
+from pdd.io import atomic_path, read_cache_file
 from pdd.models import GPU_EVAL_BATCH, ModelConfig, autocast, build_model, chunk_size
 from pdd.runtime import keep_freed_memory
 
@@ -402,13 +402,8 @@ def _cached(path: Path, sizes: dict[str, int], compute: Callable[[], dict[str, T
 
 def _read_cached(path: Path, sizes: dict[str, int]) -> dict[str, Tensor] | None:
     """None for a missing, truncated or foreign file: it is then computed again."""
-    if not path.is_file():
-        return None
-    try:
-        payload = torch.load(path, weights_only=True, mmap=True)
-    except Exception:  # torch raises many types for a truncated or foreign file; all mean "compute again"
-        return None
-    if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
+    payload = read_cache_file(path, CACHE_FORMAT)
+    if payload is None:
         return None
     tensors = {name: payload.get(name) for name in sizes}
     if not all(isinstance(t, Tensor) and len(t) == sizes[name] for name, t in tensors.items()):

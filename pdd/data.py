@@ -46,7 +46,7 @@ import torch
 from PIL import Image
 
 from pdd.errors import DataError
-from pdd.io import atomic_path
+from pdd.io import atomic_path, read_cache_file
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -267,15 +267,9 @@ def _content_hash(src: _Source, cache: Path) -> str:
 
 def _read_cache(path: Path) -> dict[str, Any] | None:
     """The cached payload, or None if it is missing or unusable (which just means decoding again)."""
-    if not path.exists():
-        return None
-    try:
-        payload = torch.load(path, weights_only=True, mmap=True)
-    except Exception:  # torch raises many types for a truncated or foreign file; all mean "rebuild"
-        return None
+    payload = read_cache_file(path, CACHE_FORMAT)
     valid = (
-        isinstance(payload, dict)
-        and payload.get("format") == CACHE_FORMAT
+        payload is not None
         and isinstance(payload.get("classes"), list)
         and all(isinstance(payload.get(key), list) for key in ("mean", "std"))
         and all(isinstance(payload.get(f"{s}_images"), torch.Tensor) for s in SPLITS)
