@@ -104,13 +104,18 @@ def eval_precision(directory: Path) -> list[str]:
 
 
 def batched_eval(directory: Path) -> list[str]:
-    """Evaluation models trained one by one against together (eval.batched), from `bench.bench_batched`."""
+    """Evaluation models trained one by one against together (eval.batched), from `bench.bench_batched`: median
+    seconds over the rounds, each round's ratio and their median."""
     record = _load(directory, "batched-eval-cpu.json")
-    rows = [[str(row["ipc"]), row["precision"], f"{row['sequential_seconds']:.1f} s", f"{row['batched_seconds']:.1f} s",
-             f"{row['batched_over_sequential']:.2f}"] for row in record["batched"]]
-    models, epochs = record["batched"][0]["models"], record["batched"][0]["epochs"]
-    return _table(["ipc", "training precision", f"{models} models one by one, {epochs} epochs", "together",
-                   "together / one by one"], rows)
+    rows = []
+    for row in record["batched"]:
+        ratios = [b / a for a, b in zip(row["sequential_seconds_by_round"], row["batched_seconds_by_round"])]
+        rows.append([str(row["ipc"]), row["precision"], f"{row['sequential_seconds']:.1f} s",
+                     f"{row['batched_seconds']:.1f} s", ", ".join(f"{r:.2f}" for r in ratios),
+                     f"**{row['batched_over_sequential']:.2f}**"])
+    first = record["batched"][0]
+    return _table(["ipc", "training precision", f"{first['models']} models one by one, {first['epochs']} epochs",
+                   "together", "together / one by one, each round", "median"], rows)
 
 
 def _accuracy(side: dict[str, float]) -> str:
