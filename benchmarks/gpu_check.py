@@ -7,8 +7,10 @@ Runs, each section timed and written to OUT_DIR/gpu-check.json as soon as it end
 1. a smoke trial of every registered method on generated CIFAR-10-shaped data, with the teacher `auto` trains,
    counting the host-device synchronisations each one makes (torch.cuda.set_sync_debug_mode);
 2. the tests that need CUDA (they skip on a CPU);
-3. `pdd bench --device cuda` (JSON beside this one);
-4. four dm trials packed on the GPU at once, each capped at a quarter of its memory, against one alone.
+3. five evaluation models trained one after another and together (eval.batched) at ipc 1, 10 and 50, bf16 and
+   fp32 (expected under a minute);
+4. `pdd bench --device cuda` (JSON beside this one);
+5. four dm trials packed on the GPU at once, each capped at a quarter of its memory, against one alone.
 Sections past the time budget are skipped and say so. Needs pdd's dependencies without Ray or Optuna.
 """
 
@@ -97,6 +99,16 @@ def packed_trials(data: Path, out: Path, device: str, count: int = 4) -> dict[st
             "throughput_gain": count * alone / packed, "outputs": alone_out + packed_out}
 
 
+def batched_evaluation(device: str) -> list[dict[str, Any]]:
+    """Seconds for the paper budget's five evaluation models one by one and together; on a CPU the batched path
+    was the slower one (benchmarks/README.md), on a GPU one small ConvNet leaves the device idle."""
+    import torch
+
+    from pdd.bench import Options, bench_batched
+
+    return bench_batched(Options(torch.device(device), rounds=3), ipcs=(1, 10, 50), models=5, epochs=30)
+
+
 def main() -> None:
     out = Path(sys.argv[1]).resolve()
     budget = float(sys.argv[sys.argv.index("--budget-seconds") + 1]) if "--budget-seconds" in sys.argv else 420.0
@@ -120,6 +132,7 @@ def main() -> None:
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda", str(ROOT / "tests" /
              "test_augment.py"), str(ROOT / "tests" / "test_distill.py"), str(ROOT / "tests" / "test_evaluate.py")],
             capture_output=True, text=True, cwd=ROOT).stdout.strip().splitlines()[-1],
+        "batched_evaluation": lambda: batched_evaluation(device),
         "bench": lambda: subprocess.run(
             [sys.executable, "-m", "pdd", "bench", "--device", device, "--rounds", "1", "--out",
              str(out / "bench-cuda.json")], capture_output=True, text=True, cwd=ROOT).returncode,

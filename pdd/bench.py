@@ -32,7 +32,7 @@ from pdd.config import EDGE_MODEL, Evaluation, TeacherConfig, TrialConfig, pipc_
 from pdd.data import ImageDataset, ImageSpec, Normalization, image_spec
 from pdd.distill import Problem, distill
 from pdd.errors import PddError
-from pdd.evaluate import SAM, accuracy, loss
+from pdd.evaluate import SAM, accuracy, loss, train_on_synthetic, train_together
 from pdd.hooks import SectionTimer
 from pdd.method_spec import SPECS, Terms
 from pdd.methods import synthetic_labels
@@ -248,6 +248,51 @@ def bench_sam_step(ipc: int, opts: Options, spec: ImageSpec = DEFAULT_SPEC) -> d
     flops = sam_step_flops(batch, ModelConfig(), spec)
     return {"ipc": ipc, "batch": batch, "ms_per_step": ms, "gflop_per_step": flops / 1e9,
             "achieved_gflops": flops / ms / 1e6}
+
+
+def bench_batched(opts: Options, spec: ImageSpec = DEFAULT_SPEC, ipcs: tuple[int, ...] = (1, 10), models: int = 3,
+                  epochs: int = 20, precisions: tuple[str, ...] = ("bf16", "fp32")) -> list[dict[str, Any]]:
+    """Seconds to train `models` evaluation models (paper protocol, default ConvNet) one after another and together
+    (eval.batched), per ipc and training precision, in opts.rounds interleaved rounds; each keeps its median.
+
+    The ratio is the median of each round's own ratio: on a shared machine the speed moved 2x between rounds, and
+    the two paths of a setting run back to back within one. Every setting runs both paths for an epoch first, so
+    neither pays the first call's set-up.
+    """
+    keep_freed_memory()  # as score does before it trains
+    generator = torch.Generator().manual_seed(0)
+    settings = [(ipc, precision) for ipc in ipcs for precision in precisions]
+    sets = {ipc: (_images(spec.num_classes * ipc, spec, generator).to(opts.device),
+                  torch.arange(spec.num_classes, device=opts.device).repeat(ipc)) for ipc in ipcs}
+    seeds = list(range(models))
+
+    def seconds(ipc: int, precision: str, batched: bool, run_epochs: int) -> float:
+        cfg = Evaluation(epochs=run_epochs, seeds=models, train_precision=precision, batched=batched)
+        images, labels = sets[ipc]
+        start = time.perf_counter()
+        if batched:
+            _synced(opts.device, lambda: train_together(images, labels, cfg, ModelConfig(), spec.num_classes, seeds))
+        else:
+            for seed in seeds:
+                _synced(opts.device, lambda: train_on_synthetic(images, labels, cfg, ModelConfig(),
+                                                                spec.num_classes, seed))
+        return time.perf_counter() - start
+
+    for ipc, precision in settings:
+        for batched in (False, True):
+            seconds(ipc, precision, batched, 1)
+    rounds = [{(ipc, precision, batched): seconds(ipc, precision, batched, epochs)
+               for ipc, precision in settings for batched in (False, True)} for _ in range(opts.rounds)]
+    figures = []
+    for ipc, precision in settings:
+        sequential = [timed[ipc, precision, False] for timed in rounds]
+        together = [timed[ipc, precision, True] for timed in rounds]
+        figures.append({"ipc": ipc, "precision": precision, "models": models, "epochs": epochs,
+                        "sequential_seconds": statistics.median(sequential),
+                        "batched_seconds": statistics.median(together),
+                        "batched_over_sequential": statistics.median(b / a for a, b in zip(sequential, together)),
+                        "sequential_seconds_by_round": sequential, "batched_seconds_by_round": together})
+    return figures
 
 
 def bench_test_pass(opts: Options, spec: ImageSpec = DEFAULT_SPEC, images: int = 4000) -> dict[str, Any]:

@@ -73,3 +73,16 @@ def test_the_benchmark_runs_on_a_grayscale_dataset_with_100_classes():
     assert step["batch"] == 100 and step["gflop_per_step"] == pytest.approx(
         bench.sam_step_flops(100, bench.ModelConfig(), spec) / 1e9)
     assert bench.bench_test_pass(opts, spec, images=32)["images_per_second"] > 0
+
+
+def test_the_batched_timing_sets_both_paths_side_by_side_for_every_setting():
+    import torch
+
+    figures = bench.bench_batched(Options(device=torch.device("cpu"), rounds=2), ipcs=(1,), models=2, epochs=1,
+                                  precisions=("fp32",))
+    [row] = figures
+    assert (row["ipc"], row["precision"], row["models"], row["epochs"]) == (1, "fp32", 2, 1)
+    assert len(row["sequential_seconds_by_round"]) == len(row["batched_seconds_by_round"]) == 2
+    ratios = [b / a for a, b in zip(row["sequential_seconds_by_round"], row["batched_seconds_by_round"])]
+    assert row["batched_over_sequential"] == pytest.approx(sum(ratios) / 2)  # the median of two rounds' ratios
+    assert row["sequential_seconds"] > 0 and row["batched_seconds"] > 0

@@ -58,6 +58,7 @@ def test_bad_trial_input_gets_one_line(capsys, smoke_args, flags, fragments):
     (["--precision", "fp16"], ["precision", "'fp32' or 'bf16'"]),
     (["--iterations", "0"], ["--iterations"]),
     (["--sweep", "no/such/sweep"], ["no/such/sweep"]),
+    (["--tables", "no/such/dir"], ["no/such/dir/README.md", "no README"]),
 ])
 def test_bad_bench_input_gets_one_line(capsys, flags, fragments):
     code, err = run_cli(capsys, "bench", *flags)

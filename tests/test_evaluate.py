@@ -1,4 +1,4 @@
-"""SAM's steps by the numbers, and evaluation's reproducibility."""
+"""SAM's steps by the numbers, evaluation's reproducibility, and models trained together matching one by one."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pdd.config import Evaluation
-from pdd.evaluate import SAM, accuracy, score, train_on_synthetic
+from pdd.evaluate import SAM, StackedSAM, accuracy, score, train_on_synthetic, train_together
 from pdd.hooks import MemoryStore
 from pdd.models import ModelConfig
 from pdd.sources import SOURCES
@@ -123,3 +123,77 @@ def test_uint8_images_normalised_per_batch_train_the_same_model_as_normalised_on
     assert all(torch.equal(a, b) for a, b in zip(per_batch.parameters(), whole.parameters()))
     with pytest.raises(TypeError, match="uint8 images need one"):
         train_on_synthetic(images, labels, cfg, model_cfg, 4, seed=3)
+
+
+def _separable_set(n_per_class: int = 6, size: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat(n_per_class)
+    return torch.randn(len(labels), 3, size, size, generator=generator) + labels.view(-1, 1, 1, 1) * 0.5, labels
+
+
+@pytest.mark.parametrize(("protocol", "norm"), [("paper", "instance"), ("dc", "instance"), ("dc", "batch")])
+def test_models_trained_together_get_the_weights_trained_one_by_one_give(protocol, norm):
+    """Three models, DSA on, three batches an epoch, past the learning rate's drop (dc: a fresh optimiser)."""
+    images, labels = _separable_set()
+    cfg = Evaluation(protocol=protocol, epochs=4, seeds=3, seed=7, batch=8, train_precision="fp32")
+    model_cfg = ModelConfig(width=8, depth=1, norm=norm)
+    together = train_together(images, labels, cfg, model_cfg, 4, [7, 8, 9])
+    for seed, batched in zip([7, 8, 9], together, strict=True):
+        alone = train_on_synthetic(images, labels, cfg, model_cfg, 4, seed)
+        for name, tensor in alone.state_dict().items():
+            torch.testing.assert_close(batched.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    first, second = (dict(model.named_parameters()) for model in together[:2])
+    assert not torch.allclose(first["classifier.weight"], second["classifier.weight"], atol=1e-2)
+
+
+@pytest.mark.parametrize("protocol", ["paper", "dc"])
+def test_batched_scoring_gives_the_one_by_one_accuracies(protocol):
+    images, labels = _separable_set(size=8)
+    uint8 = ((images * 0.2 + 0.5).clamp(0, 1) * 255).to(torch.uint8)
+    held_out = (uint8, labels)
+    runs = [Evaluation(protocol=protocol, epochs=6, seeds=3, batch=8, train_precision="fp32", precision="fp32",
+                       batched=batched) for batched in (False, True)]
+    alone, together = (score(images, labels, cfg, ModelConfig(width=8, depth=1), 4, held_out, held_out, CIFAR)
+                       for cfg in runs)
+    assert together == alone
+    assert min(alone.test) > 50  # four classes: every model learned, chance is 25
+
+
+def test_a_resumed_batched_score_trains_the_missing_models_together_from_their_own_seeds(monkeypatch):
+    import pdd.evaluate as evaluate_module
+
+    images, labels = _separable_set(size=8)
+    held_out = (((images * 0.2 + 0.5).clamp(0, 1) * 255).to(torch.uint8), labels)
+    cfg = Evaluation(epochs=3, seeds=3, batch=8, train_precision="fp32", precision="fp32", batched=True)
+    model_cfg = ModelConfig(width=8, depth=1)
+    full = score(images, labels, cfg, model_cfg, 4, held_out, held_out, CIFAR)
+    store = MemoryStore()
+    store.save("evaluate", {"seeds": [0], "val": [-1.0], "test": [-1.0]})  # as a run killed after its first model
+    together = []
+    real = evaluate_module.train_together
+    monkeypatch.setattr(evaluate_module, "train_together", lambda *a, **k: together.append(a[5]) or real(*a, **k))
+    resumed = score(images, labels, cfg, model_cfg, 4, held_out, held_out, CIFAR, store=store)
+    assert together == [[1, 2]]
+    assert resumed.seeds == [0, 1, 2] and resumed.test[0] == -1.0 and resumed.test[1:] == full.test[1:]
+    assert store.load("evaluate")["seeds"] == [0, 1, 2]
+
+
+def test_stacked_sam_perturbs_each_model_by_rho_over_its_own_gradient_norm():
+    weights = torch.tensor([[1.0, 2.0], [0.0, -1.0]], dtype=torch.float64, requires_grad=True)  # two models
+    weights.grad = torch.tensor([[3.0, 4.0], [0.0, 0.5]], dtype=torch.float64)
+    sam = StackedSAM([weights], torch.optim.SGD([weights], lr=0.1), rho=0.1)
+    sam.first_step()
+    offsets = weights.detach() - torch.tensor([[1.0, 2.0], [0.0, -1.0]], dtype=torch.float64)
+    torch.testing.assert_close(offsets, torch.tensor([[0.06, 0.08], [0.0, 0.1]], dtype=torch.float64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_models_trained_together_on_cuda_get_the_one_by_one_weights():
+    images, labels = (tensor.cuda() for tensor in _separable_set())
+    cfg = Evaluation(epochs=3, seeds=3, batch=8, train_precision="fp32")
+    model_cfg = ModelConfig(width=8, depth=1)
+    together = train_together(images, labels, cfg, model_cfg, 4, [0, 1, 2])
+    for seed, batched in enumerate(together):
+        alone = train_on_synthetic(images, labels, cfg, model_cfg, 4, seed)
+        for a, b in zip(alone.parameters(), batched.parameters(), strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)

@@ -2,6 +2,7 @@
 
     pdd bench --out benchmarks/cpu.json --data ../shared/datasets/cifar10-jpeg.tar.gz
     pdd bench --out benchmarks/cpu.json --sweep results/smoke    # with the overhead of a finished sweep
+    pdd bench --tables benchmarks          # the README's generated tables from the committed JSON; times nothing
 """
 
 from __future__ import annotations
@@ -31,8 +32,16 @@ def bench(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
     sweep: str | None = typer.Option(None, help="also report the trial-slot overhead of this finished sweep "
                                      "directory's last driver run (as `pdd sweep overhead`)"),
+    tables: Path | None = typer.Option(None, help="only rewrite the generated tables of DIR/README.md from the "
+                                       "benchmark JSON in DIR (pdd.speed_tables), timing nothing"),
 ) -> None:
     """Time distillation, evaluation and start-up; compare each step with this machine's FLOP ceiling."""
+    if tables is not None:
+        from pdd.speed_tables import update_readme
+
+        changed = update_readme(tables)
+        console.print(f"{tables / 'README.md'}: {'tables rewritten' if changed else 'tables already current'}")
+        return
     from pdd import bench as benchmark
     from pdd.config import TrialConfig
     from pdd.trial import resolve_device

@@ -22,6 +22,8 @@ from pdd.results import Status
 PROTOCOL_HELP = ("how a set is judged: paper (SAM, lr 0.1, the paper's supplement) or dc (SGD lr 0.01, the DC/DM "
                  "reference's evaluate_synset, as published DD numbers); repeat for several, the first is primary")
 MODEL_HELP = "evaluation network (convnet, or another registered architecture); repeat for several"
+BATCHED_HELP = ("train the evaluation models together as one batched network (the same weights to float "
+                "tolerance); for GPUs: on a CPU it is slower (benchmarks/README.md)")
 
 DATA_HELP = ("cifar10, cifar100, mnist, fashion-mnist, svhn, an ImageFolder dir or an archive of one, or a folder "
              "of a named dataset's files (e.g. the four idx files) [env PDD_DATA]")
@@ -43,6 +45,7 @@ def trial(
     eval_model: list[str] | None = typer.Option(None, help=MODEL_HELP),
     eval_epochs: int | None = typer.Option(None, help="training epochs per evaluation model"),
     eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
+    eval_batched: bool = typer.Option(False, "--eval-batched", help=BATCHED_HELP),
     seed: int | None = typer.Option(None, help="distillation seed"),
     precision: str | None = typer.Option(
         None, help="bf16: distillation, evaluation training and scoring under bfloat16 autocast; fp32 forces the "
@@ -66,7 +69,7 @@ def trial(
                     budget=budget, iterations=iterations, seed=seed, subset_seed=subset_seed, dsv_set=dsv_set,
                     precision=precision, **{"eval.protocols": protocol or None, "eval.models": eval_model or None,
                                             "eval.epochs": eval_epochs,
-                                            "eval.seeds": eval_seeds,
+                                            "eval.seeds": eval_seeds, "eval.batched": eval_batched or None,
                                             "eval.precision": precision, "eval.train_precision": precision,
                                             "data.source": data})
     if pipc_value != "unset":
@@ -125,6 +128,7 @@ def evaluate(
     eval_model: list[str] | None = typer.Option(None, help=MODEL_HELP + " [default: convnet]"),
     eval_epochs: int | None = typer.Option(None, help="training epochs per evaluation model"),
     eval_seeds: int | None = typer.Option(None, help="number of evaluation models"),
+    eval_batched: bool = typer.Option(False, "--eval-batched", help=BATCHED_HELP),
     precision: str | None = typer.Option(
         None, help="bf16: train and score the models under bfloat16 autocast; fp32 forces the plain path"),
     data: str | None = typer.Option(None, help=f"the dataset to score on: {DATA_HELP} [default: the trial's]"),
@@ -142,7 +146,7 @@ def evaluate(
 
     eval_cfg = EvalConfig.model_validate(merged(
         {"budget": budget}, protocols=protocol or None, models=eval_model or None, epochs=eval_epochs,
-        seeds=eval_seeds, precision=precision, train_precision=precision))
+        seeds=eval_seeds, batched=eval_batched or None, precision=precision, train_precision=precision))
     saved = saved_trial(path)
     trial_data = saved.cfg.data.model_dump() if saved else {}
     data_cfg = DataConfig.model_validate(merged(trial_data, source=data, val_per_class=val_per_class))

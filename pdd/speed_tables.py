@@ -1,0 +1,166 @@
+"""The speed README's tables, rendered from the committed benchmark JSON so the two cannot drift.
+
+    pdd bench --tables benchmarks      # rewrite every generated block of benchmarks/README.md
+
+A block is the lines between `<!-- generated: NAME ... -->` and `<!-- end generated -->`; NAME picks its renderer
+in TABLES, and the block takes the indentation of its opening marker (a table inside a list item). Everything
+outside the blocks is left as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pdd.errors import PddError
+from pdd.io import atomic_path
+
+OPEN = re.compile(r"^(?P<indent>\s*)<!-- generated: (?P<name>[\w-]+)\b.*-->\s*$")
+CLOSE = "<!-- end generated -->"
+
+
+def _load(directory: Path, name: str) -> dict[str, Any]:
+    path = directory / name
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise PddError(f"{path}: cannot read the benchmark JSON a README table is made from ({error})") from error
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _bench_row(report: dict[str, Any], method: str, settings: list[str]) -> list[str]:
+    """A method's ms per iteration at each '(ipc,pipc)' setting of a `pdd bench` report."""
+    by_setting = {f"({row['ipc']},{row['pipc']})": row["ms_per_iteration"] for row in report["distill"]
+                  if row["method"] == method}
+    return [_ms(by_setting[setting]) for setting in settings]
+
+
+def distillation(directory: Path) -> list[str]:
+    """ms per distillation iteration: the reference before pdd, both `pdd bench` reports, the interleaved probe."""
+    probe = _load(directory, "dm-reference-2core.json")
+    bf16, fp32 = _load(directory, "cpu-2core-bf16.json"), _load(directory, "cpu-2core-fp32.json")
+    settings, interleaved = probe["settings"], probe["interleaved"]
+    rows = [["DM reference, as measured here before pdd (issue 5)", *map(_ms, probe["before_pdd"]["reference"])],
+            ["dm, bf16 (default), `pdd bench`", *_bench_row(bf16, "dm", settings)],
+            ["pdd, bf16 (default), `pdd bench`", *_bench_row(bf16, "pdd", settings)],
+            ["dm, fp32 (`--precision fp32`)", *_bench_row(fp32, "dm", settings)],
+            ["pdd, fp32", *_bench_row(fp32, "pdd", settings)],
+            ["*in one process, interleaved, 3 rounds:* DM reference", *map(_ms, interleaved["reference"])],
+            ["dm, bf16", *map(_ms, interleaved["dm"])],
+            ["pdd, bf16", *map(_ms, interleaved["pdd"])],
+            ["dm / reference", *(f"{d / r:.2f}" for d, r in zip(interleaved["dm"], interleaved["reference"]))],
+            ["pdd / dm", *(f"{p / d:.2f}" for p, d in zip(interleaved["pdd"], interleaved["dm"]))]]
+    return _table(["(ipc, pipc)", *settings], rows)
+
+
+def whole_trials(directory: Path) -> list[str]:
+    """Whole trials before and after: seconds as the rows record them, their ratio, what /usr/bin/time -v saw."""
+    record = _load(directory, "whole-trials-amd-epyc-zen5.json")
+
+    def seconds(side: dict[str, float]) -> str:
+        total = side["seconds_distill"] + side["seconds_evaluate"]
+        return f"{side['seconds_distill']:.1f} + {side['seconds_evaluate']:.1f} = {total:.1f} s"
+
+    def total(side: dict[str, float]) -> float:
+        return side["seconds_distill"] + side["seconds_evaluate"]
+
+    def system(value: float) -> str:
+        return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+
+    def faults(millions: float) -> str:
+        return f"{millions:.1f} M" if millions >= 1 else f"{millions:.2f} M"
+
+    rows = []
+    for trial in record["trials"]:
+        before, after = trial["before"], trial["after"]
+        rows.append([trial["trial"], seconds(before), seconds(after), f"{total(after) / total(before):.2f}",
+                     f"{system(before['system_seconds'])} → {system(after['system_seconds'])}",
+                     f"{faults(before['minor_page_faults_millions'])} → {faults(after['minor_page_faults_millions'])}",
+                     f"{_accuracy(before)} → {_accuracy(after)}"])
+    return _table(["trial", f"{record['before']}: distill + evaluate", f"{record['after']}: distill + evaluate",
+                   "ratio", "system time", "minor page faults", "test accuracy (same seeds)"], rows)
+
+
+def eval_precision(directory: Path) -> list[str]:
+    """The paired fp32/bf16 evaluation-training checks: test accuracy over the same models, and their time."""
+    record = _load(directory, "whole-trials-amd-epyc-zen5.json")
+    rows = []
+    for check in record["eval_precision"]:
+        fp32, bf16 = check["fp32"], check["bf16"]
+        timed = fp32["seconds"] is not None and bf16["seconds"] is not None
+        rows.append([check["set"], str(check["epochs"]), _accuracy(fp32), _accuracy(bf16),
+                     f"{fp32['seconds']:.0f} s → {bf16['seconds']:.0f} s" if timed else "—"])
+    return _table(["set", "epochs", "fp32 test", "bf16 test", "time, fp32 → bf16"], rows)
+
+
+def batched_eval(directory: Path) -> list[str]:
+    """Evaluation models trained one by one against together (eval.batched), from `bench.bench_batched`: median
+    seconds over the rounds, each round's ratio and their median."""
+    record = _load(directory, "batched-eval-cpu.json")
+    rows = []
+    for row in record["batched"]:
+        ratios = [b / a for a, b in zip(row["sequential_seconds_by_round"], row["batched_seconds_by_round"])]
+        rows.append([str(row["ipc"]), row["precision"], f"{row['sequential_seconds']:.1f} s",
+                     f"{row['batched_seconds']:.1f} s", ", ".join(f"{r:.2f}" for r in ratios),
+                     f"**{row['batched_over_sequential']:.2f}**"])
+    first = record["batched"][0]
+    return _table(["ipc", "training precision", f"{first['models']} models one by one, {first['epochs']} epochs",
+                   "together", "together / one by one, each round", "median"], rows)
+
+
+def _accuracy(side: dict[str, float]) -> str:
+    return f"{side['test_mean']:.2f} ± {side['test_std']:.2f}"
+
+
+TABLES: dict[str, Callable[[Path], list[str]]] = {
+    "distillation": distillation,
+    "whole-trials": whole_trials,
+    "eval-precision": eval_precision,
+    "batched-eval": batched_eval,
+}
+
+
+def regenerate(text: str, directory: Path) -> str:
+    """`text` with every generated block rendered afresh from the JSON in `directory`."""
+    lines, out = text.split("\n"), []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        out.append(line)
+        index += 1
+        opened = OPEN.match(line)
+        if opened is None:
+            continue
+        name, indent = opened["name"], opened["indent"]
+        if name not in TABLES:
+            raise PddError(f"line {index}: no generated table is called '{name}'; known: {', '.join(TABLES)}")
+        end = next((k for k in range(index, len(lines)) if lines[k].strip() == CLOSE), None)
+        if end is None:
+            raise PddError(f"line {index}: the generated block '{name}' has no '{CLOSE}'")
+        out += [indent + row for row in TABLES[name](directory)]
+        index = end
+    return "\n".join(out)
+
+
+def update_readme(directory: Path) -> bool:
+    """Rewrite directory/README.md's generated blocks from its JSON; True when that changed the file."""
+    readme = Path(directory) / "README.md"
+    if not readme.exists():
+        raise PddError(f"{readme}: no README to render the speed tables into")
+    text = readme.read_text()
+    rendered = regenerate(text, Path(directory))
+    if rendered == text:
+        return False
+    with atomic_path(readme) as tmp:
+        tmp.write_text(rendered)
+    return True
