@@ -349,22 +349,12 @@ def cell_name(ipc: int, pipc: int | None) -> str:
     return f"ipc={ipc},pipc={pipc_text(pipc)}"
 
 
-# Settings added after results were recorded, at the value every earlier run had: left out of the canonical JSON
-# there, so the configs that do not set them keep their hashes (and their trials' ids and checkpoints).
-HASH_NEUTRAL: dict[str, Any] = {"batched": False}
-
-
 def config_hash(config: BaseModel) -> str:
     """Short sha256 of the canonical JSON of a config; the data source is identified by content elsewhere."""
-    payload = _without_neutral(config.model_dump(mode="json"))
+    payload = config.model_dump(mode="json")
     payload.get("data", {}).pop("source", None)
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def _without_neutral(payload: dict[str, Any]) -> dict[str, Any]:
-    return {key: _without_neutral(value) if isinstance(value, dict) else value for key, value in payload.items()
-            if key not in HASH_NEUTRAL or value != HASH_NEUTRAL[key]}
 
 
 def format_validation_error(error: Exception) -> str:

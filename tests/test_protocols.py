@@ -44,17 +44,14 @@ def test_the_protocols_are_part_of_the_trial_hash_and_dc_refuses_sam():
         EvalConfig(models=["lenet"])
 
 
-
-def test_batched_reaches_every_evaluation_and_is_in_the_hash_only_when_set():
+def test_batched_reaches_every_evaluation_and_is_in_the_hash():
     assert all(run.batched for run in EvalConfig(protocols=["paper", "dc"], batched=True).runs())
     assert TrialConfig(eval={"batched": True}).hash() != TrialConfig().hash()
     assert Evaluation(batched=True).key != Evaluation().key
-    # The hashes from before the field existed: configs that leave it unset keep their trial ids and checkpoints.
-    assert TrialConfig().hash() == "10badf99a2d84a7a"
-    assert Evaluation(protocol="dc", budget="smoke").key == "dc-convnet-8ep-f82d80d6"
     with pytest.raises(ValueError) as error:
         Evaluation(batched="sometimes")
     assert [item["loc"] for item in error.value.errors()] == [("batched",)]
+
 
 class Passes:
     """A reporter that counts training passes."""
