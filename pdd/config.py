@@ -212,6 +212,9 @@ class TeacherConfig(Strict):
                                                    "without augmentation: they settle theta* at a stationary point "
                                                    "of the clean objective that L_stat assumes")
     final_lr: float = Field(1e-3, gt=0, description="learning rate of the final phase")
+    final_anneal: bool = Field(False, description="the final phase's lr falls linearly from final_lr to 0 "
+                                                  "instead of staying constant: the iterate's gradient noise, "
+                                                  "which scales with the lr, fades at the end")
     final_optimizer: Literal["sgd", "adam"] | None = Field(
         None, description="the final phase's optimizer, fresh; None: the one-cycle phase's, its state carried on. "
                           "Adam moves the weights the data leaves flat (gradient wd*theta only) about lr toward "

@@ -71,12 +71,12 @@ def train_teacher(cfg: TeacherConfig, dataset: ImageDataset, device: torch.devic
     for epoch in range(start_epoch, total_epochs):
         final = epoch >= cfg.epochs
         optimizer = last if final else main
-        if final:
-            _hold(optimizer, cfg.final_lr)
         began = time.perf_counter()
         model.train()
         order = torch.randperm(len(images), generator=generator).to(device)
-        for batch in order.split(cfg.batch):
+        for step, batch in enumerate(order.split(cfg.batch)):
+            if final:
+                _hold(optimizer, _final_lr(cfg, (epoch - cfg.epochs) * steps_per_epoch + step, steps_per_epoch))
             x = dataset.normalization.normalize(images[batch])
             if cfg.augment and not final:
                 x = _crop_flip(x, generator)
@@ -132,8 +132,15 @@ MOMENTUM = 0.9
 BETAS = (0.9, 0.999)
 
 
+def _final_lr(cfg: TeacherConfig, step: int, steps_per_epoch: int) -> float:
+    """final_lr, or with final_anneal final_lr falling linearly to zero at the last step of the final phase."""
+    if not cfg.final_anneal:
+        return cfg.final_lr
+    return cfg.final_lr * (1 - step / (cfg.final_epochs * steps_per_epoch))
+
+
 def _hold(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """The final phase's constant lr, with the momentum the one-cycle schedule had cycled set back."""
+    """The final phase's lr, with the momentum the one-cycle schedule had cycled set back."""
     for group in optimizer.param_groups:
         group["lr"] = lr
         if "betas" in group:

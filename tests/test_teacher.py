@@ -216,3 +216,13 @@ def test_a_run_that_neither_trains_nor_starts_from_weights_is_refused():
 
     with pytest.raises(ValidationError, match="epochs \\+ final_epochs must be at least 1"):
         tiny_config(epochs=0)
+
+
+def test_an_annealed_final_phase_ends_nearer_stationarity_than_a_constant_one():
+    """Minibatches of 16: at a constant lr the last iterate carries SGD's noise; annealed to 0 it fades."""
+    dataset = generated_dataset()
+    runs = {anneal: train_teacher(tiny_config(epochs=3, batch=16, final_epochs=10, final_lr=0.1,
+                                              final_anneal=anneal), dataset, CPU)["meta"]
+            for anneal in (False, True)}
+    assert runs[True]["stationarity_cosine"] > 0.9 > runs[False]["stationarity_cosine"]
+    assert runs[True]["stationarity_relative_gap"] < 0.5 * runs[False]["stationarity_relative_gap"]

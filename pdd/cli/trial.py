@@ -159,6 +159,8 @@ def teacher_train(
     final_epochs: int | None = typer.Option(None, help="epochs at the constant --final-lr without augmentation "
                                                        "after the one-cycle phase (settles theta* for L_stat)"),
     final_lr: float | None = typer.Option(None, help="learning rate of the final phase"),
+    final_anneal: bool | None = typer.Option(None, help="the final phase's lr falls linearly to 0 instead of "
+                                                        "staying constant"),
     final_optimizer: str | None = typer.Option(None, help="sgd or adam for the final phase (default: --optimizer, "
                                                           "its state carried on)"),
     init_from: Path | None = typer.Option(None, help="start from this teacher checkpoint's weights (same data, "
@@ -173,7 +175,7 @@ def teacher_train(
 
     cfg = TeacherConfig.model_validate(merged(
         {"budget": budget}, epochs=epochs, weight_decay=weight_decay, lr=lr, augment=augment, optimizer=optimizer,
-        final_epochs=final_epochs, final_lr=final_lr, final_optimizer=final_optimizer,
+        final_epochs=final_epochs, final_lr=final_lr, final_anneal=final_anneal, final_optimizer=final_optimizer,
         init_from=None if init_from is None else str(init_from),
         **{"data.source": data, "model.norm": norm}))
     target = resolve_device(device)
