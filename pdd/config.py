@@ -275,12 +275,28 @@ class TeacherConfig(Strict):
     """The edge model Phi(.; theta*): a ConvNet trained on the train split (validation images held out)."""
 
     budget: Budget = DEFAULT_BUDGET
-    epochs: int = Field(None, ge=1)
+    epochs: int = Field(None, ge=0, description="epochs of the one-cycle phase (0 only with final_epochs or init_from)")
     train_max_images: int | None = Field(None, ge=1, description="train on a random sample of the split (smoke only)")
-    lr: float = Field(0.05, gt=0, description="peak of the one-cycle schedule, SGD momentum 0.9")
+    optimizer: Literal["sgd", "adam"] = Field(
+        "sgd", description="sgd: momentum 0.9, nesterov; adam: betas (0.9, 0.999). Both add wd*theta to the "
+                           "gradient (coupled L2, not AdamW), so their fixed point is the KKT point L_stat assumes")
+    lr: float = Field(0.05, gt=0, description="peak of the one-cycle schedule")
     weight_decay: float = Field(2e-3, ge=0, description="also sets the multipliers' scale 1/(wd*n) in L_stat")
     batch: int = Field(128, ge=1)
-    augment: bool = Field(True, description="random crop (pad 4) and horizontal flip")
+    augment: bool = Field(True, description="random crop (pad 4) and horizontal flip in the one-cycle phase")
+    final_epochs: int = Field(0, ge=0, description="epochs after the one-cycle phase at the constant final_lr, "
+                                                   "without augmentation: they settle theta* at a stationary point "
+                                                   "of the clean objective that L_stat assumes")
+    final_lr: float = Field(1e-3, gt=0, description="learning rate of the final phase")
+    final_anneal: bool = Field(False, description="the final phase's lr falls linearly from final_lr to 0 "
+                                                  "instead of staying constant: the iterate's gradient noise, "
+                                                  "which scales with the lr, fades at the end")
+    final_optimizer: Literal["sgd", "adam"] | None = Field(
+        None, description="the final phase's optimizer, fresh; None: the one-cycle phase's, its state carried on. "
+                          "Adam moves the weights the data leaves flat (gradient wd*theta only) about lr toward "
+                          "zero per step, SGD (momentum 0.9) by only about 10*lr*wd of their size")
+    init_from: str | None = Field(None, description="a teacher checkpoint (same data, split and model) whose "
+                                                    "weights training starts from")
     seed: int = Field(0, ge=0)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=lambda: EDGE_MODEL)
@@ -289,6 +305,13 @@ class TeacherConfig(Strict):
     @classmethod
     def _fill_budget(cls, values: Any) -> Any:
         return _with_budget(values, TEACHER_BUDGETS)
+
+    @model_validator(mode="after")
+    def _trains_or_measures(self) -> TeacherConfig:
+        # Zero epochs of both phases is only a re-measurement of an init_from teacher's weights.
+        if self.epochs + self.final_epochs == 0 and self.init_from is None:
+            raise ValueError("epochs: epochs + final_epochs must be at least 1 unless init_from names weights")
+        return self
 
 
 class FullDataConfig(Strict):

@@ -118,7 +118,10 @@ def test_corrupt_teacher_file(capsys, smoke_args, tmp_path):
 
 def test_teacher_show_prints_the_metadata_and_one_line_for_a_foreign_file(capsys, smoke_teacher, tmp_path):
     assert main(["teacher", "show", str(smoke_teacher)]) == 0
-    assert "dataset_hash" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    for key in ("dataset_hash", "normalization", "stationarity_cosine", "stationarity_relative_gap",
+                "stationarity_grad_norm", "stationarity_train_loss", "stationarity_images"):
+        assert key in shown, key
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
     code, err = run_cli(capsys, "teacher", "show", str(broken))
@@ -171,3 +174,14 @@ def test_evaluate_scores_a_folder_of_pngs_made_elsewhere(capsys, cifar_slice, tm
     out = capsys.readouterr().out
     assert code == 0
     assert "test" in out and "over 2 models" in out
+
+
+@pytest.mark.parametrize(("flags", "fragment"), [
+    (["--final-optimizer", "rmsprop"], "final_optimizer"),
+    (["--epochs", "0"], "epochs + final_epochs must be at least 1"),
+    (["--final-lr", "0"], "final_lr"),
+])
+def test_a_bad_teacher_recipe_is_one_line_naming_the_field(capsys, tmp_path, flags, fragment):
+    code, err = run_cli(capsys, "teacher", "train", "--out", str(tmp_path / "t.pt"), *flags)
+    assert code == 2
+    assert_one_clean_line(err, fragment)

@@ -182,7 +182,18 @@ def teacher_train(
     lr: float | None = typer.Option(None, help="peak learning rate of the one-cycle schedule"),
     norm: str | None = typer.Option(None, help="none (default: no scale invariance for L_stat), instance (the DM "
                                                "ConvNet's), batch or layer"),
-    augment: bool | None = typer.Option(None, help="random crop and flip while training"),
+    augment: bool | None = typer.Option(None, help="random crop and flip in the one-cycle phase"),
+    optimizer: str | None = typer.Option(None, help="sgd (momentum 0.9, nesterov) or adam; both with coupled "
+                                                    "L2 weight decay"),
+    final_epochs: int | None = typer.Option(None, help="epochs at the constant --final-lr without augmentation "
+                                                       "after the one-cycle phase (settles theta* for L_stat)"),
+    final_lr: float | None = typer.Option(None, help="learning rate of the final phase"),
+    final_anneal: bool | None = typer.Option(None, help="the final phase's lr falls linearly to 0 instead of "
+                                                        "staying constant"),
+    final_optimizer: str | None = typer.Option(None, help="sgd or adam for the final phase (default: --optimizer, "
+                                                          "its state carried on)"),
+    init_from: Path | None = typer.Option(None, help="start from this teacher checkpoint's weights (same data, "
+                                                     "split and model); --epochs 0 --final-epochs 0 re-measures it"),
     data: str | None = typer.Option(None, help=DATA_HELP),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
@@ -191,8 +202,11 @@ def teacher_train(
     from pdd.teacher import save_teacher, train_teacher
     from pdd.trial import cached_dataset, resolve_device
 
-    cfg = TeacherConfig.model_validate(merged({"budget": budget}, epochs=epochs, weight_decay=weight_decay,
-                                              lr=lr, augment=augment, **{"data.source": data, "model.norm": norm}))
+    cfg = TeacherConfig.model_validate(merged(
+        {"budget": budget}, epochs=epochs, weight_decay=weight_decay, lr=lr, augment=augment, optimizer=optimizer,
+        final_epochs=final_epochs, final_lr=final_lr, final_anneal=final_anneal, final_optimizer=final_optimizer,
+        init_from=None if init_from is None else str(init_from),
+        **{"data.source": data, "model.norm": norm}))
     target = resolve_device(device)
     dataset = cached_dataset(cfg.data.source)
     store = DirStore(out.parent / f".{out.name}.checkpoints")
@@ -200,8 +214,11 @@ def teacher_train(
         checkpoint = train_teacher(cfg, dataset, target, RichReporter(progress), store)
     digest = save_teacher(out, checkpoint)
     meta = checkpoint["meta"]
-    console.print(f"teacher {out}: {meta['epochs']} epochs in {meta['train_seconds']:.0f} s, "
-                  f"val {meta['val_accuracy']:.2f}%, test {meta['test_accuracy']:.2f}%, sha256 {digest[:16]}")
+    console.print(f"teacher {out}: {meta['epochs']} + {meta['final_epochs']} final epochs in "
+                  f"{meta['train_seconds']:.0f} s, val {meta['val_accuracy']:.2f}%, test {meta['test_accuracy']:.2f}%, "
+                  f"stationarity cosine {meta['stationarity_cosine']:.4f}, relative gap "
+                  f"{meta['stationarity_relative_gap']:.4f} over {meta['stationarity_images']} images, "
+                  f"sha256 {digest[:16]}")
 
 
 @teacher_app.command("show")
