@@ -109,8 +109,8 @@ def run_sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
     remote = is_uri(context.root)
     rows = Path(tempfile.mkdtemp(prefix="pdd-rows-")) if remote else Path(context.root)
     # Ray 2.60 no longer hides GPUs from workers that asked for none: a CPU trial says so, or "auto" would put it
-    # on GPU 0, uncapped, beside the trials that asked for a share of it.
-    device = "cuda" if context.gpu > 0 else "cpu"
+    # on GPU 0, uncapped, beside the trials that asked for a share of it. A GPU trial takes the GPU where one is.
+    device = "auto" if context.gpu > 0 else "cpu"
     options = TrialOptions(results=rows, teacher=teacher, device=device, sweep_id=context.sweep_id,
                            stage=Stage(config["stage"]), checkpoint_every=context.checkpoint_every,
                            reporter=TuneReporter(), store=store)
