@@ -24,7 +24,7 @@ import torch
 from pdd.audit import PAIRS_FILE, AuditConfig, audit, closest_pairs, save_pairs
 from pdd.bench import evaluation_flops, trial_flops
 from pdd.config import DataConfig, Evaluation, TrialConfig, pipc_text
-from pdd.data import ImageDataset, ImageSpec, default_cache_dir, load_dataset, practical_subset, split_train_val
+from pdd.data import ImageDataset, default_cache_dir, load_dataset, practical_subset, split_train_val
 from pdd.distill import Problem
 from pdd.errors import DivergedError, PddError, TeacherError
 from pdd.evaluate import Scored, score
@@ -86,10 +86,6 @@ def cached_dataset(source: str, cache_dir: Path | None = None) -> ImageDataset:
 @lru_cache(maxsize=2)
 def _decoded(source: str, cache_dir: Path) -> ImageDataset:
     return load_dataset(source, cache_dir)
-
-
-def dataset_spec(dataset: ImageDataset) -> ImageSpec:
-    return ImageSpec(dataset.channels, dataset.image_size, dataset.num_classes, len(dataset.test_labels))
 
 
 def forget_datasets() -> None:
@@ -192,7 +188,7 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> list[dict[str, Any]]:
     save_pairs(artifacts / PAIRS_FILE, closest_pairs(leakage, dataset))
     seconds_audit = time.perf_counter() - began
 
-    spec = dataset_spec(dataset)
+    spec = dataset.spec
     set_fields = {"final_losses": final_losses_json(distilled.final), "teacher_agreement": agreement,
                   "synthetic_path": str(synthetic_path), "seconds_load": seconds_load,
                   "seconds_distill": seconds_distill, "flops_distill": trial_flops(cfg, spec)[0],
@@ -288,6 +284,6 @@ def rescore(saved: SavedTrial, images: torch.Tensor, labels: torch.Tensor, evalu
                     evaluation, ScoredBy.EVALUATE, **{name: template[name] for name in SET_COLUMNS},
                     **scored.fields(), git_commit=git_commit(), device=str(device),
                     seconds_evaluate=time.perf_counter() - began,
-                    flops_evaluate=evaluation.seeds * evaluation_flops(saved.cfg, evaluation, dataset_spec(dataset)))
+                    flops_evaluate=evaluation.seeds * evaluation_flops(saved.cfg, evaluation, dataset.spec))
     write_rows(saved.results, [row], evaluation.key)
     return row
