@@ -29,9 +29,10 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from pdd.config import TeacherConfig, TrialConfig
-from pdd.results import Stage, read_results
+from pdd.errors import SweepError
+from pdd.results import Stage, Status, read_results, trial_row
 from pdd.runner.searcher import SweepSearcher
-from pdd.runner.storage import JOURNAL_FILE
+from pdd.runner.storage import JOURNAL_FILE, export
 from pdd.runner.trainable import record_failure
 from pdd.sweep import load_sweep
 from pdd.trial import TrialOptions, run_trial
@@ -137,6 +138,53 @@ def test_a_study_is_confirmed_once_its_search_ends_with_its_best_validation_conf
         assert searcher.suggest(trial_id)["stage"] == "search"
         searcher.on_trial_complete(trial_id, {"status": "nan", "pdd_trial_id": trial_id})
     assert searcher.suggest("end") == SweepSearcher.FINISHED, "a study without an ok trial has nothing to confirm"
+
+
+def stored_row(spec, values: dict, val_mean: float, teacher_hash: str | None, stage: Stage = Stage.SEARCH) -> dict:
+    """The primary row a trial with these TrialConfig values would have written (pdd.results' one row builder)."""
+    cfg = TrialConfig.model_validate(values)
+    return trial_row(cfg, f"{cfg.method}-{val_mean}-{teacher_hash}", spec.name, stage, Status.OK,
+                     cfg.eval.runs()[0], val_mean=val_mean, teacher_hash=teacher_hash)
+
+
+def test_a_searcher_for_a_directory_of_rows_starts_each_study_from_its_own_rows(tmp_path):
+    """A sweep continued on another machine from its committed rows, without Tune's saved experiment."""
+    spec = load_sweep(write_sweep(tmp_path / "s.yaml", "s", SEARCHED.replace("pipc: [10, 50]", "pipc: [10]")))
+    first = SweepSearcher(spec)
+    dm_noise, pdd_paper = first.suggest("a")["trial"], first.suggest("b")["trial"]
+    first.on_trial_complete("a", {"val_mean": 30.0})
+    dm_real = first.suggest("c")["trial"]
+    pdd_free = TrialConfig.model_validate(pdd_paper).model_dump() | {"alpha": 0.5, "gamma": 0.01}
+    rows = [stored_row(spec, dm_noise, 30.0, None), stored_row(spec, dm_real, 35.0, None),
+            stored_row(spec, pdd_paper, 20.0, "teacher-1"),
+            stored_row(spec, pdd_free, 40.0, "teacher-0"),  # an earlier teacher's: not this study's row
+            stored_row(spec, dm_real | {"iterations": 7}, 50.0, None)]  # a config this sweep does not run
+
+    searcher = SweepSearcher(spec, rows=rows, teacher_hash="teacher-1")
+    assert searcher.started == {"dm ipc=1,pipc=10": 2, "pdd ipc=1,pipc=10": 1}
+    assert searcher.best["dm ipc=1,pipc=10"] == (35.0, dm_real)
+    confirm = [searcher.suggest(f"t{n}") for n in range(3)]
+    assert [(s["stage"], s["trial"]["method"]) for s in confirm[:1]] == [("search", "pdd")], \
+        "pdd's study goes on with TPE: its paper point is stored, so it is not run again"
+    assert (confirm[0]["trial"]["alpha"], confirm[0]["trial"]["gamma"]) != (0.1, 0.001)
+    assert [(s["stage"], s["trial"]["init"], s["trial"]["subset_seed"]) for s in confirm[1:]] == [
+        ("confirm", "real", 0), ("confirm", "real", 1)], "dm's search is complete: its best stored config is confirmed"
+
+
+def test_an_export_carries_rows_spec_teacher_journal_and_sets_but_not_tunes_state_or_checkpoints(tmp_path):
+    root = tmp_path / "results" / "s"
+    files = ["_sweep.json", "_teacher.pt", "_optuna-journal.log", "s_search_dm_1.parquet", "_driver.json",
+             "_tune/sweep/experiment_state.json", "_artifacts/t1/synthetic.pt", "_artifacts/t1/audit-pairs.pt",
+             "_artifacts/t1/checkpoints/distill.ckpt", ".s_search_dm_2.parquet.123.tmp"]
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(name.encode())
+    assert export(str(root), tmp_path / "copy") == 6
+    assert sorted(str(path.relative_to(tmp_path / "copy")) for path in (tmp_path / "copy").rglob("*")
+                  if path.is_file()) == sorted(files[:4] + files[6:8])
+    assert (tmp_path / "copy" / "_teacher.pt").read_bytes() == b"_teacher.pt"
+    with pytest.raises(SweepError, match="no sweep at"):
+        export(str(tmp_path / "copy" / "_artifacts"), tmp_path / "elsewhere")
 
 
 @pytest.mark.parametrize("outcome", ["ready", "failed"])
@@ -439,6 +487,13 @@ def test_a_sweep_on_a_multi_node_cluster_writes_exactly_its_rows(cluster, cifar_
     assert counts == {f"{label} {cell}": Counter(Complete=2) for label in ("dm", "pdd") for cell in cells} | {
         f"{label} {cell} confirm": Counter(Complete=2) for label in ("dm", "pdd", "random") for cell in cells}
     assert sorted(journal_ids(tmp_path / "grid")) == sorted(row["trial_id"] for row in rows)
+
+    moved = tmp_path / "elsewhere" / "grid"  # as on another machine: its rows, spec and teacher, no Tune state
+    export(str(tmp_path / "grid"), moved)
+    log = tmp_path / "moved.log"
+    finish(pdd(cluster, "sweep", "resume", str(moved), "--address", cluster.address, log=log), log)
+    assert {(row["trial_id"], row["finished_at"]) for row in rows_of(moved)} == {
+        (row["trial_id"], row["finished_at"]) for row in rows}, "every study went on from its rows: nothing ran again"
 
 
 @pytest.mark.ray

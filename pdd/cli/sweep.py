@@ -5,6 +5,7 @@
     pdd sweep submit sweeps/table1.yaml --address http://127.0.0.1:8265 --storage s3://bucket/pdd
     pdd sweep status results/smoke                         # or a job id
     pdd sweep resume results/smoke
+    pdd sweep export results/smoke reports/smoke            # rows, spec, teacher, sets: resumable on any machine
     pdd sweep logs raysubmit_XXXX --follow
     pdd sweep overhead results/smoke --out overhead.json   # slot utilisation of the last driver run
     pdd sweep estimate sweeps/table1.yaml --tflops 10       # FLOPs and GPU-hours, from the layer shapes
@@ -68,7 +69,8 @@ def resume(
     directory: str = typer.Argument(..., help="a sweep directory, e.g. results/smoke, or its URI"),
     address: str | None = typer.Option(None, help=CLUSTER_HELP),
 ) -> None:
-    """Continue a sweep whose driver died: Tune restores its experiments, errored trials resume too."""
+    """Continue a sweep whose driver died (Tune restores its experiment; errored trials resume too), or an export of
+    one on another machine (each study starts from its stored rows)."""
     _execute(sweep_dir(directory), address, time.time())
 
 
@@ -100,6 +102,19 @@ def _execute(root: str, address: str | None, started_at: float) -> None:
         console.print(f"{trials} failed after all retries: the reasons are in their rows (status failed) and in "
                       f"Tune's error files, {driver.error_files(root)}", style="red", markup=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+@sweep_app.command("export")
+def export(
+    directory: Path = typer.Argument(..., help="a sweep directory on this machine, e.g. results/smoke"),
+    dest: Path = typer.Argument(..., help="where its copy goes, e.g. reports/cifar10/smoke (created; files replaced)"),
+) -> None:
+    """Copy a sweep's rows, spec, teacher, journal and sets (not Tune's state or checkpoints), to commit or move:
+    `pdd report DEST` reports on the copy and `pdd sweep resume DEST` continues the sweep from it, on any machine."""
+    from pdd.runner.storage import export as export_sweep
+
+    copied = export_sweep(str(directory), dest)
+    console.print(f"copied {copied} files to {dest}")
 
 
 @sweep_app.command("submit")

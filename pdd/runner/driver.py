@@ -1,5 +1,6 @@
 """The driver: connects to (or starts) Ray, runs or continues the sweep's one Tune experiment."""
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -133,7 +134,9 @@ def _fit(spec: SweepSpec, root: str, made: Materials) -> tune.ResultGrid:
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
-        searcher = SweepSearcher(spec, made.teacher_to_train)
+        # A directory without Tune's state but with rows (copied from another machine) continues from its rows
+        teacher_hash = hashlib.sha256(made.teacher).hexdigest() if made.teacher is not None else None
+        searcher = SweepSearcher(spec, made.teacher_to_train, read_results(rows_dir(root)).to_pylist(), teacher_hash)
         run_config = tune.RunConfig(
             name=EXPERIMENT, storage_path=f"{root}/{TUNE_DIR}",
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),

@@ -24,7 +24,7 @@ from typing import Any
 
 import optuna
 import pyarrow.fs as pafs
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -32,7 +32,7 @@ from ray.tune import Callback
 
 from pdd.config import cell_name
 from pdd.results import Stage, Status, is_primary, read_results
-from pdd.runner.searcher import METRIC
+from pdd.runner.searcher import METRIC, distributions
 from pdd.runner.storage import JOURNAL_FILE, local_dir, mirror_dir, rows_dir
 from pdd.sweep import SweepSpec, study_key
 
@@ -72,12 +72,6 @@ class Finished:
                           for name in ("started_at", "ended_at"))
         return cls(result[ID_ATTR], Stage(config["stage"]), config["trial"], result[METRIC] if ok else None,
                    result.get("val_std") if ok else None, None, started, ended)
-
-
-def distributions(space: dict[str, Any]) -> dict[str, BaseDistribution]:
-    """A study's space (pdd.sweep.Study.space) as Optuna distributions, as OptunaSearch samples it."""
-    return {name: CategoricalDistribution(domain) if isinstance(domain, list)
-            else FloatDistribution(domain["low"], domain["high"], log=True) for name, domain in space.items()}
 
 
 def confirm_name(key: str) -> str:

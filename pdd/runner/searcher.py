@@ -3,28 +3,40 @@ confirm trials, and the teacher trial first when `teacher: auto` is not cached."
 
 import pickle
 from collections import Counter
-from functools import partial
+from collections.abc import Iterable
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from pdd.config import TeacherConfig, TrialConfig
 from pdd.method_spec import needs_teacher
-from pdd.results import Stage
-from pdd.sweep import SweepSpec
+from pdd.results import Stage, Status, is_primary
+from pdd.sweep import Study, SweepSpec
 
 METRIC = "val_mean"  # what every study maximises; test accuracy never reaches Tune
 
 
-def suggest_space(trial: optuna.Trial, space: dict[str, Any]) -> None:
-    """Optuna's define-by-run space: log-uniform weights, categorical init (module level, so it pickles)."""
-    for name, domain in space.items():
-        if isinstance(domain, list):
-            trial.suggest_categorical(name, domain)
-        else:
-            trial.suggest_float(name, domain["low"], domain["high"], log=True)
+def distributions(space: dict[str, Any]) -> dict[str, BaseDistribution]:
+    """A study's space (pdd.sweep.Study.space) as Optuna distributions: log-uniform weights, categorical init."""
+    return {name: CategoricalDistribution(domain) if isinstance(domain, list)
+            else FloatDistribution(domain["low"], domain["high"], log=True) for name, domain in space.items()}
+
+
+def searched_rows(study: Study, rows: Iterable[dict[str, Any]], teacher_hash: str | None) -> list[dict[str, Any]]:
+    """The ok search rows this study would produce now, oldest first: the config its base and the row's searched
+    values give hashes as the row's did, from the same teacher (so rows of an earlier teacher are not its own)."""
+    mine = []
+    for row in rows:
+        if row["stage"] != Stage.SEARCH or row["status"] != Status.OK or not is_primary(row):
+            continue
+        values = study.base | {name: row[name] for name in study.space}
+        cfg = TrialConfig.model_validate(values)
+        if cfg.hash() == row["config_hash"] and row["teacher_hash"] == (teacher_hash if needs_teacher(cfg) else None):
+            mine.append(row)
+    return sorted(mine, key=lambda row: (row["finished_at"], row["trial_id"]))
 
 
 def _needs_teacher(values: dict[str, Any]) -> bool:
@@ -43,9 +55,16 @@ class SweepSearcher(Searcher):
     A `teacher: auto` that is not cached trains as the first trial, in one slot; trials that need it wait in the
     queue until it is stored, so teacher-free ones (dm, random) fill the other slots. If it fails, they never start.
     The searcher has no metric of its own: progress results carry none, and each OptunaSearch reads val_mean.
+
+    A searcher made for a sweep directory that already holds rows (Tune's saved experiment is gone: the directory
+    was copied to another machine, or committed and checked out) starts each study from its stored search rows:
+    Optuna is told their results, they count against the study's trials, and the paper's point is not run again if
+    it is among them. A study whose search is complete goes straight to its confirm trials, which return their
+    stored rows at once where they exist.
     """
 
-    def __init__(self, spec: SweepSpec, teacher_to_train: TeacherConfig | None = None):
+    def __init__(self, spec: SweepSpec, teacher_to_train: TeacherConfig | None = None,
+                 rows: Iterable[dict[str, Any]] = (), teacher_hash: str | None = None):
         super().__init__()
         self.to_train = teacher_to_train
         self.teacher = "ready" if teacher_to_train is None else "to train"  # then training, then ready or failed
@@ -54,15 +73,26 @@ class SweepSearcher(Searcher):
         studies = spec.studies()
         self.spec = spec
         self.studies = {study.key: study for study in studies}
-        self.optuna = {study.key: OptunaSearch(space=partial(suggest_space, space=study.space), metric=METRIC,
-                                               mode="max", points_to_evaluate=study.points(), seed=spec.search.seed + k)
-                       for k, study in enumerate(studies)}
         self.budgets = {study.key: study.budget(spec.search.trials) for study in studies}
         self.needs_teacher = {study.key: _needs_teacher(study.base) for study in studies}
-        self.started = dict.fromkeys(self.studies, 0)
         self.running: dict[str, tuple[str, dict[str, Any]]] = {}  # Tune trial id -> (study key, trial values)
         self.best: dict[str, tuple[float, dict[str, Any]]] = {}  # study key -> (val_mean, trial values)
         self.to_confirm = [confirmed for _, values in spec.unsearched() for confirmed in spec.confirm_values(values)]
+        rows = [row for row in rows if row["sweep_id"] == spec.name]
+        self.optuna: dict[str, OptunaSearch] = {}
+        self.started: dict[str, int] = {}
+        for k, study in enumerate(studies):
+            stored = searched_rows(study, rows, teacher_hash)[:self.budgets[study.key]]
+            tried = [{name: row[name] for name in study.space} for row in stored]
+            search = OptunaSearch(space=distributions(study.space), metric=METRIC, mode="max",
+                                  points_to_evaluate=[point for point in study.points() if point not in tried],
+                                  seed=spec.search.seed + k)
+            for params, row in zip(tried, stored, strict=True):
+                search.add_evaluated_point(params, row[METRIC])
+                self._note_result(study.key, row[METRIC], study.base | params)
+            self.optuna[study.key], self.started[study.key] = search, len(stored)
+            if stored and len(stored) == self.budgets[study.key]:
+                self.to_confirm += spec.confirm_values(self.best[study.key][1])
         # every search trial, and one confirm trial per subset seed for each study and unsearched entry
         self.most_trials = sum(self.budgets.values()) + len(spec.confirm.subset_seeds) * (
             len(studies) + len(spec.unsearched())) + (teacher_to_train is not None)
@@ -102,11 +132,15 @@ class SweepSearcher(Searcher):
             return
         key, values = entry
         self.optuna[key].on_trial_complete(trial_id, result, error)
-        if not error and result and METRIC in result and (key not in self.best or result[METRIC] > self.best[key][0]):
-            self.best[key] = (result[METRIC], values)
+        if not error and result and METRIC in result:
+            self._note_result(key, result[METRIC], values)
         searched = self.started[key] == self.budgets[key] and all(other != key for other, _ in self.running.values())
         if searched and key in self.best:
             self.to_confirm += self.spec.confirm_values(self.best[key][1])
+
+    def _note_result(self, key: str, value: float, values: dict[str, Any]) -> None:
+        if key not in self.best or value > self.best[key][0]:
+            self.best[key] = (value, values)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as file:

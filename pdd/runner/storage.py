@@ -2,12 +2,14 @@
 Parquet readers (leading underscore), the stored spec, teacher, driver record, Optuna journal, artifacts and Tune's
 experiment."""
 
+import shutil
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
 from pdd.errors import SweepError
 from pdd.io import atomic_path
+from pdd.results import ARTIFACTS
 from pdd.sweep import SweepSpec
 
 # Beside the rows, so with a leading underscore: Parquet readers of the directory skip them (as _artifacts/).
@@ -92,3 +94,29 @@ def load_saved(root: str) -> SweepSpec:
     if saved is None:
         raise SweepError(f"no sweep at {root} (no {SPEC_FILE}); start one with `pdd sweep run FILE`")
     return SweepSpec.model_validate_json(saved)
+
+
+# What another machine needs to report on a sweep and to continue it travels: the rows, the spec and teacher they
+# were run with, the journal, and each trial's set and audit pairs. Tune's state holds this machine's paths, the
+# checkpoints only resume a trial that was running here, and the driver record times this machine's run.
+LEFT_BEHIND = (DRIVER_FILE, "checkpoints")
+
+
+def export(root: str, dest: Path) -> int:
+    """Copy the sweep directory root (local) to dest, less what only this machine can use; returns the files
+    copied. `pdd sweep resume dest` continues the sweep from its rows, on any machine."""
+    if is_uri(root):
+        raise SweepError(f"{root}: export copies a local sweep directory; sync an object store's with its own tools")
+    source = Path(root)
+    if not (source / SPEC_FILE).is_file():
+        raise SweepError(f"no sweep at {root} (no {SPEC_FILE})")
+    copied = 0
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        in_place = len(relative.parts) == 1 or relative.parts[0] == ARTIFACTS  # so not Tune's folder
+        if not path.is_file() or not in_place or path.name.startswith(".") or set(relative.parts) & set(LEFT_BEHIND):
+            continue
+        with atomic_path(dest / relative) as tmp:
+            shutil.copyfile(path, tmp)
+        copied += 1
+    return copied
