@@ -179,7 +179,11 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
             parts["dm"] = _dm_step(problem, embedder, real_by_class, class_groups, images, labels, generator,
                                    dm_weight)
         total = _total(parts, cfg, dm_weight)
-        metrics = {f"loss_{k}": v.item() for k, v in parts.items()} | {"loss_total": total.item()}
+        named = {f"loss_{k}": v for k, v in parts.items()} | {"loss_total": total}
+        if terms.dkkt:
+            named["lambda_mean"] = lambdas.detach().mean()
+        # one read of the device per iteration (on a GPU each read waits for every kernel queued before it)
+        metrics = dict(zip(named, torch.stack([value.float() for value in named.values()]).tolist(), strict=True))
         if not all(math.isfinite(v) for v in metrics.values()):
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             raise DivergedError(f"{name}: loss is not finite at iteration {iteration} ({shown})")
@@ -190,7 +194,6 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
 
         state.iteration = iteration + 1
         if terms.dkkt:
-            metrics["lambda_mean"] = lambdas.mean().item()
             metrics["stat_floor"] = stat_floor
         if state.iteration % max(1, cfg.iterations // 50) == 0 or state.iteration == cfg.iterations:
             state.history.append({"iteration": float(state.iteration)} | metrics)

@@ -15,19 +15,25 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def class_counts(labels: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """[num_classes] samples per class. A sum of ones, not bincount: bincount sizes its output from the labels,
+    which costs a GPU a device sync at every call."""
+    ones = torch.ones(len(labels), dtype=dtype, device=labels.device)
+    return torch.zeros(num_classes, dtype=dtype, device=labels.device).index_add_(0, labels, ones)
+
+
 def class_means(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """[num_classes, D] mean feature per class; a class without samples gets zeros."""
     sums = features.new_zeros(num_classes, features.shape[1]).index_add_(0, labels, features)
-    counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).to(features.dtype)
-    return sums / counts[:, None]
+    return sums / class_counts(labels, num_classes, features.dtype).clamp_min(1)[:, None]
 
 
 def l_dm(real_features: Tensor, real_labels: Tensor, syn_features: Tensor, syn_labels: Tensor,
          num_classes: int) -> Tensor:
     """DM reference's loss: sum_c ||mean_c(real) - mean_c(syn)||^2 over the classes present in syn_labels."""
-    present = torch.bincount(syn_labels, minlength=num_classes) > 0
     gap = class_means(real_features, real_labels, num_classes) - class_means(syn_features, syn_labels, num_classes)
-    return (gap[present] ** 2).sum()
+    present = class_counts(syn_labels, num_classes, gap.dtype) > 0  # a weight, not a mask: a mask syncs too
+    return ((gap ** 2).sum(1) * present).sum()
 
 
 def l_primal(logits: Tensor, labels: Tensor, only_misclassified: bool = False) -> Tensor:

@@ -1,5 +1,7 @@
 """The distillation loop: dual feasibility, a frozen teacher, exact resume, and the method registry."""
 
+import sys
+
 import pytest
 import torch
 from torch import Tensor
@@ -41,6 +43,25 @@ def test_multipliers_stay_nonnegative_and_the_teacher_is_never_changed():
     assert all(torch.equal(a, b) for a, b in zip(before, problem.teacher.parameters(), strict=True))
     assert all(p.grad is None for p in problem.teacher.parameters())
     assert {"loss_primal", "loss_stat", "loss_dm", "loss_total", "lambda_mean"} <= set(result.final)
+
+
+def test_an_iteration_reads_the_device_once(monkeypatch):
+    """On a GPU every read (item, tolist, a boolean mask) waits for the kernels queued before it, so the loop and
+    its losses read once per iteration: the metrics, all at once. DSA's draws come from the CPU generator."""
+    reads = []
+    for name in ("item", "tolist"):
+        original = getattr(Tensor, name)
+
+        def counted(tensor, *args, _original=original, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if caller in (distill_module.__file__, losses.__file__):
+                reads.append(caller)
+            return _original(tensor, *args, **kwargs)
+
+        monkeypatch.setattr(Tensor, name, counted)
+    labels = synthetic_labels(3, 1, torch.device("cpu"))
+    distill(tiny_problem(5), Terms(dkkt=True, dm=True), torch.randn(3, 3, 16, 16), labels, "pdd")
+    assert len(reads) == 1 + 5, "the stationarity floor once, then one read per iteration"
 
 
 def test_lambda_scale_follows_the_teachers_weight_decay():
