@@ -240,8 +240,10 @@ def test_chosen_configs_are_picked_on_validation_and_listed_with_their_search(ma
     shown = {key: [row[name]["text"] for name in ("Optuna trials", "α", "γ", "init", "val acc %",
                                                   "test over subset seeds")] for key, row in configs.items()}
     assert shown["1", "50", "PDD"] == ["6", "0.02", "0.003", "noise", "30.00 ± 0.97", "28.00 ± 1.00 (n=3)"]
-    assert shown["1", "50", "DSV (noise)"] == ["6", "0.02", "0.001", "noise", "27.50 ± 0.97", "25.50 ± 1.00 (n=3)"]
-    assert shown["1", "50", "DM"][1:3] == ["0.01", "0.001"]  # the decoy (α 0.05, better test) is not chosen
+    assert shown["1", "50", "DSV (noise)"] == ["6", "0.02", DASH, "noise", "27.50 ± 0.97", "25.50 ± 1.00 (n=3)"], \
+        "a weight the method's loss leaves out is a dash, not its default"
+    assert shown["1", "50", "DM"][1:3] == [DASH, DASH]
+    assert shown["1", "50", "DM"][-1] == "24.00 ± 1.00 (n=3)"  # the decoy (better test, worse val) is not chosen
     assert shown["1", "10", "PDD"][-1] == "25.50 ± 0.71 (n=2)"
     unconfirmed = configs["10", "50", "DM"]
     assert shown["10", "50", "DM"] == ["6", DASH, DASH, DASH, DASH, DASH]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from pdd.config import pipc_text
 from pdd.evaluate import mean_std
+from pdd.method_spec import SPECS
 from pdd.paper import paper_value
 from pdd.report.model import Footnotes, Table, TableCell
 from pdd.report.outcomes import STAGE_ORDER, CellKey, CellResult, Sweep, failure_reasons, stage_trials
@@ -147,9 +148,10 @@ def chosen_cells(result: CellResult, footnotes: Footnotes) -> list[TableCell]:
         return [missing(result, footnotes), *(TableCell(DASH) for _ in range(4))]
     val_mean, val_std = mean_std(result.val)
     seeds_mean, seeds_std = mean_std(result.subset_means)
-    return [TableCell(f"{config['alpha']:.3g}", sort=config["alpha"]),
-            TableCell(f"{config['gamma']:.3g}", sort=config["gamma"]),
-            TableCell(str(config["init"]), sort=str(config["init"])),
+    unused = SPECS[config["method"]].unused  # a weight its loss leaves out is no choice: a dash, not its default
+    return [TableCell(DASH) if "alpha" in unused else TableCell(f"{config['alpha']:.3g}", sort=config["alpha"]),
+            TableCell(DASH) if "gamma" in unused else TableCell(f"{config['gamma']:.3g}", sort=config["gamma"]),
+            TableCell(DASH) if "init" in unused else TableCell(str(config["init"]), sort=str(config["init"])),
             TableCell(f"{val_mean:.2f} ± {val_std:.2f}", sort=val_mean),
             TableCell(f"{seeds_mean:.2f} ± {seeds_std:.2f} (n={len(result.subset_means)})", sort=seeds_mean)]
 
