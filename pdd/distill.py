@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,7 @@ class Problem:
     reporter: Reporter = field(default_factory=NullReporter)
     store: CheckpointStore = field(default_factory=MemoryStore)
     checkpoint_every: int = 100
+    checkpoint_seconds: float = 0.0  # at least this long between checkpoints, as well as checkpoint_every iterations
     timer: SectionTimer | NullTimer = field(default_factory=NullTimer)
 
     @property
@@ -163,6 +165,7 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
     timer = problem.timer
     problem.reporter.start(name, cfg.iterations)
     metrics: dict[str, float] = {}
+    saved_at = time.monotonic()
     for iteration in range(state.iteration, cfg.iterations):
         lambdas = scale * F.softplus(free_lambdas)
         state.opt_images.zero_grad(set_to_none=True)
@@ -198,8 +201,10 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
         if state.iteration % max(1, cfg.iterations // 50) == 0 or state.iteration == cfg.iterations:
             state.history.append({"iteration": float(state.iteration)} | metrics)
         problem.reporter.update(name, state.iteration, metrics)
-        if state.iteration % problem.checkpoint_every == 0 and state.iteration < cfg.iterations:
+        if (state.iteration % problem.checkpoint_every == 0 and state.iteration < cfg.iterations
+                and time.monotonic() - saved_at >= problem.checkpoint_seconds):
             problem.store.save(name, state.state_dict())
+            saved_at = time.monotonic()
 
     final_lambdas = (scale * F.softplus(free_lambdas)).detach() if terms.dkkt else None
     return Distilled(images.detach(), labels, final_lambdas, metrics, state.history)

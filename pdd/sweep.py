@@ -205,6 +205,8 @@ class SweepSpec(Strict):
     resources: Resources = Field(default_factory=Resources)
     max_failures: int = Field(2, ge=0, description="retries of a failed trial, each from its last checkpoint")
     checkpoint_every: int = Field(100, ge=1, description="distillation iterations between checkpoints")
+    checkpoint_seconds: float = Field(0.0, ge=0, description="and at least this long between them (a GPU runs 100 "
+                                      "iterations in about a second, less than a checkpoint's round trip can cost)")
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:

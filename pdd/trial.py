@@ -57,6 +57,7 @@ class TrialOptions:
     sweep_id: str = "local"
     stage: Stage = Stage.TRIAL
     checkpoint_every: int = 100
+    checkpoint_seconds: float = 0.0
     force: bool = False  # run again even if the results already hold this trial's row
     reporter: Reporter = field(default_factory=NullReporter)
     store: CheckpointStore | None = None  # default: files in the trial's artifact folder
@@ -153,6 +154,7 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> list[dict[str, Any]]:
         reporter=options.reporter,
         store=options.store or DirStore(artifacts / "checkpoints"),
         checkpoint_every=options.checkpoint_every,
+        checkpoint_seconds=options.checkpoint_seconds,
     )
     provenance = {"git_commit": git_commit(), "dataset_name": dataset.name, "dataset_hash": dataset.content_hash,
                   "teacher_hash": teacher_hash, "pipc_indices": subset.tolist(), "device": str(device)}

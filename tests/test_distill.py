@@ -64,6 +64,21 @@ def test_an_iteration_reads_the_device_once(monkeypatch):
     assert len(reads) == 1 + 5, "the stationarity floor once, then one read per iteration"
 
 
+@pytest.mark.parametrize(("seconds", "saved_at"), [(0.0, [3, 6]), (3600.0, [])])
+def test_checkpoints_come_every_n_iterations_and_no_sooner_than_checkpoint_seconds(seconds, saved_at):
+    class Recording(MemoryStore):
+        def save(self, name, state):
+            saves.append(state["iteration"])
+            super().save(name, state)
+
+    saves: list[int] = []
+    problem = tiny_problem(7)  # checkpoint_every 3
+    problem.store, problem.checkpoint_seconds = Recording(), seconds
+    distill(problem, Terms(dkkt=True, dm=True), torch.randn(3, 3, 16, 16), synthetic_labels(3, 1, torch.device("cpu")),
+            "pdd")
+    assert saves == saved_at
+
+
 def test_lambda_scale_follows_the_teachers_weight_decay():
     problem = tiny_problem(1)
     assert problem.lambda_scale(10) == pytest.approx(1 / (5e-4 * 10))

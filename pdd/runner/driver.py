@@ -121,7 +121,8 @@ def _sweep_teacher(spec: SweepSpec, root: str, dataset: ImageDataset) -> Materia
 
 def _fit(spec: SweepSpec, root: str, made: Materials) -> tune.ResultGrid:
     """Run the sweep's Tune experiment, or continue it if a previous driver started it."""
-    context = SweepContext(spec.name, root, made.teacher, spec.resources.gpu, spec.checkpoint_every)
+    context = SweepContext(spec.name, root, made.teacher, spec.resources.gpu, spec.checkpoint_every,
+                           spec.checkpoint_seconds)
     trainable = tune.with_resources(tune.with_parameters(run_sweep_trial, context=context),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     path = f"{root}/{TUNE_DIR}/{EXPERIMENT}"

@@ -33,6 +33,7 @@ class SweepContext:
     teacher: bytes | None  # None while a teacher trial trains it: trials then read it from the sweep directory
     gpu: float
     checkpoint_every: int
+    checkpoint_seconds: float
 
 
 class TuneReporter:
@@ -113,6 +114,7 @@ def run_sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
     device = "auto" if context.gpu > 0 else "cpu"
     options = TrialOptions(results=rows, teacher=teacher, device=device, sweep_id=context.sweep_id,
                            stage=Stage(config["stage"]), checkpoint_every=context.checkpoint_every,
+                           checkpoint_seconds=context.checkpoint_seconds,
                            reporter=TuneReporter(), store=store)
     try:
         row = run_trial(cfg, options)[0]  # the primary evaluation: what the study maximises
