@@ -199,8 +199,9 @@ def audit_table(sweep: Sweep, table_id: str) -> Table | None:
                              "audit_feature_ratio"))])
     if not rows:
         return None
-    limits = "; ".join(f"pixel L2 {pixel:.2f}, cosine distance {feature:.4f} ({features})"
-                       for pixel, feature, features in sorted(thresholds))
+    # sets audited alike carry thresholds equal to the printed digits: each is named once
+    limits = "; ".join(dict.fromkeys(f"pixel L2 {pixel:.2f}, cosine distance {feature:.4f} ({features})"
+                                     for pixel, feature, features in sorted(thresholds)))
     caption = (f"Leakage audit of the chosen sets: each synthetic image's nearest private image (the training split, "
                f"validation included, less the T' images that were allowed to leave the edge) by pixel L2 on "
                f"normalised images and by cosine distance in a fixed random ConvNet's features, against its nearest "
