@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from pdd.errors import SweepError
+from pdd.full_data import FULL_DATA
 from pdd.io import atomic_path
 from pdd.results import ARTIFACTS
 from pdd.sweep import SweepSpec
@@ -97,8 +98,9 @@ def load_saved(root: str) -> SweepSpec:
 
 
 # What another machine needs to report on a sweep and to continue it travels: the rows, the spec and teacher they
-# were run with, the journal, and each trial's set and audit pairs. Tune's state holds this machine's paths, the
-# checkpoints only resume a trial that was running here, and the driver record times this machine's run.
+# were run with, the journal, each trial's set and audit pairs, and the full-data accuracies recorded beside them.
+# Tune's state holds this machine's paths, the checkpoints only resume a trial that was running here, and the
+# driver record times this machine's run.
 LEFT_BEHIND = (DRIVER_FILE, "checkpoints")
 
 
@@ -113,7 +115,7 @@ def export(root: str, dest: Path) -> int:
     copied = 0
     for path in sorted(source.rglob("*")):
         relative = path.relative_to(source)
-        in_place = len(relative.parts) == 1 or relative.parts[0] == ARTIFACTS  # so not Tune's folder
+        in_place = len(relative.parts) == 1 or relative.parts[0] in (ARTIFACTS, FULL_DATA)  # so not Tune's folder
         if not path.is_file() or not in_place or path.name.startswith(".") or set(relative.parts) & set(LEFT_BEHIND):
             continue
         with atomic_path(dest / relative) as tmp:
