@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from pdd.cli import main
 from pdd.config import TrialConfig
-from pdd.results import Stage, Status, trial_row, write_rows
+from pdd.results import Stage, Status, read_results, trial_row, write_rows
 from pdd.runner.journal import Finished, Journal, JournalCallback, mirror_rows
 from pdd.runner.storage import JOURNAL_FILE, prepare
 from pdd.sweep import load_sweep
@@ -140,8 +140,9 @@ def write_sweep_rows(spec, root: Path) -> None:
 def test_a_driver_run_adds_the_rows_the_journal_lacks_with_their_times(spec, tmp_path):
     root = Path(prepare(spec, str(tmp_path)))
     write_sweep_rows(spec, root)
-    assert mirror_rows(str(root), spec) == 6
-    assert mirror_rows(str(root), spec) == 0, "a second driver run adds none of them again"
+    rows = read_results(root).to_pylist()
+    assert mirror_rows(str(root), spec, rows) == 6
+    assert mirror_rows(str(root), spec, rows) == 0, "a second driver run adds none of them again"
 
     found = studies_of(root / JOURNAL_FILE)
     assert {name: [t.state.name for t in trials] for name, trials in found.items() if trials} == {
@@ -188,7 +189,7 @@ def test_the_tune_callback_records_trial_ends_beside_the_trials_own_path_and_pic
 def test_the_dashboard_serves_every_study_with_its_trials_only_to_its_token_and_stops_by_pid(spec, tmp_path):
     root = Path(prepare(spec, str(tmp_path)))
     write_sweep_rows(spec, root)
-    mirror_rows(str(root), spec)
+    mirror_rows(str(root), spec, read_results(root).to_pylist())
     port = free_port()
     with dashboard(root, port) as board:
         assert board.base == f"http://127.0.0.1:{port}"

@@ -58,7 +58,8 @@ def execute(root: str, made: Materials, address: str | None) -> DriverResult:
     journal gets the rows it lacks first, then each trial as it ends."""
     spec = made.spec
     marks: dict[str, float] = {}
-    mirror_rows(root, spec)
+    stored = read_results(rows_dir(root)).to_pylist()
+    mirror_rows(root, spec, stored)
     with ray_session(address):
         marks["ray_ready"] = time.time()
         if not address:
@@ -72,7 +73,7 @@ def execute(root: str, made: Materials, address: str | None) -> DriverResult:
         # this may slow it down; the time between trials (`pdd sweep overhead`) shows it does not.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         marks["trials_started"] = time.time()
-        results = _fit(spec, root, made)
+        results = _fit(spec, root, made, stored)
         marks["trials_ended"] = time.time()
     if _teacher_trial_failed(root):  # from Tune's saved state: a result without a report has no config
         raise SweepError(f"training the sweep's teacher failed, so no trial that needs it ran (its error is in "
@@ -119,8 +120,9 @@ def _sweep_teacher(spec: SweepSpec, root: str, dataset: ImageDataset) -> Materia
     return Materials(spec, data, None)
 
 
-def _fit(spec: SweepSpec, root: str, made: Materials) -> tune.ResultGrid:
-    """Run the sweep's Tune experiment, or continue it if a previous driver started it."""
+def _fit(spec: SweepSpec, root: str, made: Materials, stored: list[dict[str, Any]]) -> tune.ResultGrid:
+    """Run the sweep's Tune experiment, or continue it if a previous driver started it; `stored` is the sweep
+    directory's rows."""
     context = SweepContext(spec.name, root, made.teacher, spec.resources.gpu, spec.checkpoint_every,
                            spec.checkpoint_seconds)
     trainable = tune.with_resources(tune.with_parameters(run_sweep_trial, context=context),
@@ -137,7 +139,7 @@ def _fit(spec: SweepSpec, root: str, made: Materials) -> tune.ResultGrid:
     else:
         # A directory without Tune's state but with rows (copied from another machine) continues from its rows
         teacher_hash = hashlib.sha256(made.teacher).hexdigest() if made.teacher is not None else None
-        searcher = SweepSearcher(spec, made.teacher_to_train, read_results(rows_dir(root)).to_pylist(), teacher_hash)
+        searcher = SweepSearcher(spec, made.teacher_to_train, stored, teacher_hash)
         run_config = tune.RunConfig(
             name=EXPERIMENT, storage_path=f"{root}/{TUNE_DIR}",
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),

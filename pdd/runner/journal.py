@@ -31,9 +31,9 @@ from optuna.trial import TrialState
 from ray.tune import Callback
 
 from pdd.config import cell_name
-from pdd.results import Stage, Status, is_primary, read_results
+from pdd.results import Stage, Status, is_primary
 from pdd.runner.searcher import METRIC, distributions
-from pdd.runner.storage import JOURNAL_FILE, local_dir, mirror_dir, rows_dir
+from pdd.runner.storage import JOURNAL_FILE, local_dir, mirror_dir
 from pdd.sweep import SweepSpec, study_key
 
 ID_ATTR = "pdd_trial_id"  # also the key of pdd's trial id in a trial's Tune results (runner.trainable)
@@ -148,9 +148,10 @@ def open_journal(root: str, spec: SweepSpec) -> Journal:
     return Journal(local_dir(root) / JOURNAL_FILE, spec)
 
 
-def mirror_rows(root: str, spec: SweepSpec) -> int:
-    """What a driver run does before its trials start: add the rows already in the sweep directory."""
-    return open_journal(root, spec).record_rows(read_results(rows_dir(root)).to_pylist())
+def mirror_rows(root: str, spec: SweepSpec, rows: list[dict[str, Any]]) -> int:
+    """What a driver run does before its trials start: add the sweep directory's rows (read by the caller, which
+    also starts the searcher from them)."""
+    return open_journal(root, spec).record_rows(rows)
 
 
 class JournalCallback(Callback):

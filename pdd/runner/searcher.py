@@ -91,8 +91,7 @@ class SweepSearcher(Searcher):
                 search.add_evaluated_point(params, row[METRIC])
                 self._note_result(study.key, row[METRIC], study.base | params)
             self.optuna[study.key], self.started[study.key] = search, len(stored)
-            if stored and len(stored) == self.budgets[study.key]:
-                self.to_confirm += spec.confirm_values(self.best[study.key][1])
+            self._confirm_if_searched(study.key)
         # every search trial, and one confirm trial per subset seed for each study and unsearched entry
         self.most_trials = sum(self.budgets.values()) + len(spec.confirm.subset_seeds) * (
             len(studies) + len(spec.unsearched())) + (teacher_to_train is not None)
@@ -134,13 +133,18 @@ class SweepSearcher(Searcher):
         self.optuna[key].on_trial_complete(trial_id, result, error)
         if not error and result and METRIC in result:
             self._note_result(key, result[METRIC], values)
-        searched = self.started[key] == self.budgets[key] and all(other != key for other, _ in self.running.values())
-        if searched and key in self.best:
-            self.to_confirm += self.spec.confirm_values(self.best[key][1])
+        self._confirm_if_searched(key)
 
     def _note_result(self, key: str, value: float, values: dict[str, Any]) -> None:
         if key not in self.best or value > self.best[key][0]:
             self.best[key] = (value, values)
+
+    def _confirm_if_searched(self, key: str) -> None:
+        """Once every search trial of a study has ended, queue its best config's confirm trials (none without an
+        ok one)."""
+        searched = self.started[key] == self.budgets[key] and all(other != key for other, _ in self.running.values())
+        if searched and key in self.best:
+            self.to_confirm += self.spec.confirm_values(self.best[key][1])
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as file:
