@@ -171,6 +171,24 @@ def test_a_searcher_for_a_directory_of_rows_starts_each_study_from_its_own_rows(
         ("confirm", "real", 0), ("confirm", "real", 1)], "dm's search is complete: its best stored config is confirmed"
 
 
+def test_confirm_trials_go_draw_by_draw_so_an_early_stop_leaves_complete_paired_draws(tmp_path):
+    body = "\n".join(line for line in SEARCHED.splitlines() if not line.startswith("  pdd:"))
+    body = body.replace("pipc: [10, 50]", "pipc: [10]").replace("search:", "  random: {method: random}\nsearch:")
+    body = body.replace("subset_seeds: [0, 1]", "subset_seeds: [0, 1, 2]")
+    spec = load_sweep(write_sweep(tmp_path / "s.yaml", "s", body))
+    first = SweepSearcher(spec)
+    dm_noise = first.suggest("a")["trial"]
+    first.on_trial_complete("a", {"val_mean": 30.0})
+    dm_real = first.suggest("b")["trial"]
+    rows = [stored_row(spec, dm_noise, 30.0, None), stored_row(spec, dm_real, 35.0, None)]
+
+    searcher = SweepSearcher(spec, rows=rows)
+    suggested = [searcher.suggest(f"t{n}") for n in range(6)]
+    confirm = [(s["stage"], s["trial"]["method"], s["trial"]["subset_seed"]) for s in suggested]
+    assert searcher.suggest("end") == SweepSearcher.FINISHED
+    assert confirm == [("confirm", method, seed) for seed in (0, 1, 2) for method in ("random", "dm")]
+
+
 def test_an_export_carries_rows_spec_teacher_journal_and_sets_but_not_tunes_state_or_checkpoints(tmp_path):
     root = tmp_path / "results" / "s"
     files = ["_sweep.json", "_teacher.pt", "_optuna-journal.log", "s_search_dm_1.parquet", "_driver.json",

@@ -51,7 +51,8 @@ class SweepSearcher(Searcher):
     most max_concurrent trials in flight, so TPE suggests from finished results. A slot that no study can use
     takes a confirm trial: an unsearched entry's (random) at any time, a study's once all its search trials have
     ended, with the config of its best val_mean (test accuracy never reaches Tune). So no slot waits for the
-    slowest study at a stage barrier, and actors carry over from search to confirm.
+    slowest study at a stage barrier, and actors carry over from search to confirm. Confirm trials go draw by draw
+    (every queued entry's subset seed 0, then 1, ...), so a sweep stopped early holds complete paired draws.
     A `teacher: auto` that is not cached trains as the first trial, in one slot; trials that need it wait in the
     queue until it is stored, so teacher-free ones (dm, random) fill the other slots. If it fails, they never start.
     The searcher has no metric of its own: progress results carry none, and each OptunaSearch reads val_mean.
@@ -115,9 +116,10 @@ class SweepSearcher(Searcher):
             return {"stage": Stage.SEARCH, "trial": values}
         if self.teacher == "failed":  # the driver says why once Tune's run is over
             self.to_confirm = [values for values in self.to_confirm if not _needs_teacher(values)]
-        for k, values in enumerate(self.to_confirm):
-            if teacher_ready or not _needs_teacher(values):
-                return {"stage": Stage.CONFIRM, "trial": self.to_confirm.pop(k)}
+        startable = [k for k, values in enumerate(self.to_confirm) if teacher_ready or not _needs_teacher(values)]
+        if startable:
+            k = min(startable, key=lambda k: self.to_confirm[k]["subset_seed"])
+            return {"stage": Stage.CONFIRM, "trial": self.to_confirm.pop(k)}
         if self.running or to_search or self.to_confirm:
             return None  # Tune asks again on its next step
         return Searcher.FINISHED
