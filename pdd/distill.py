@@ -8,7 +8,9 @@ precision 'bf16' runs every forward (real, synthetic, teacher) under bfloat16 au
 Images follow SGD with momentum 0.5 as in the DM reference, or Adam as in the DSV paper (optimizer_images);
 the multipliers lambda = scale * softplus(u)
 (dual feasibility by construction) follow Adam on u. The loop checkpoints its whole state, including the
-generator's, so a killed trial resumes at the iteration it reached and continues the same random stream.
+generator's, so a killed trial resumes at the iteration it reached and continues the same random stream. The
+generator lives on the trial's device, so a GPU re-initialises embedders and draws real picks and DSA parameters
+without a host round trip; the stream then depends on the device, which the trial id records.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
     images = images.detach().clone().to(device).requires_grad_(True)
     free_lambdas = torch.full((len(images),), SOFTPLUS_ONE, device=device, requires_grad=True)
     state = LoopState(images, free_lambdas, IMAGE_OPTIMIZERS[cfg.optimizer_images]([images], cfg),
-                      torch.optim.Adam([free_lambdas], lr=cfg.lr_lambda), torch.Generator().manual_seed(cfg.seed))
+                      torch.optim.Adam([free_lambdas], lr=cfg.lr_lambda), torch.Generator(device).manual_seed(cfg.seed))
     saved = problem.store.load(name)
     if saved is not None:
         state.load_state_dict(saved)
@@ -233,7 +235,7 @@ def _dm_step(problem: Problem, embedder: nn.Module, real_by_class: list[Tensor],
     cfg, timer = problem.cfg, problem.timer
     with timer.section("augment"):
         reset_parameters(embedder, generator)
-        picks = [idx[torch.randperm(len(idx), generator=generator)[: cfg.batch_real].to(idx.device)]
+        picks = [idx[torch.randperm(len(idx), generator=generator, device=generator.device)[: cfg.batch_real]]
                  for idx in real_by_class]
         real_idx = torch.cat(picks)
         real, real_labels = problem.real[real_idx], problem.real_labels[real_idx]

@@ -5,8 +5,8 @@ learning rate drops tenfold at half the epochs, as in the DM reference.
 dc (the DC/DM reference's `evaluate_synset`): plain SGD, lr 0.01, momentum 0.9, weight decay 5e-4, epochs + 1
 passes, then after pass epochs // 2 + 1 a new SGD at lr 0.001, as that loop does.
 Both: batches of 256, DSA with independent per-image parameters on every batch. Model k is initialised,
-shuffled and augmented from its own generator seeded eval.seed + k. pdd.full_data trains the same way on a whole
-train split.
+shuffled and augmented from its own generator seeded eval.seed + k, on the set's device (no host round trip per
+batch on a GPU). pdd.full_data trains the same way on a whole train split.
 
 eval.batched trains a set's models together as one network (train_together): their weights stacked along a
 leading model dimension, one vmapped forward over all of them. Each model keeps its own generator, drawn from in
@@ -127,7 +127,7 @@ def train_on_synthetic(images: Tensor, labels: Tensor, cfg: Evaluation, model_cf
     train split stays one byte a pixel (45,000 CIFAR-10 images as float32 are 550 MB).
     """
     _check_images(images, normalization)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(images.device).manual_seed(seed)
     channels, size = images.shape[1], images.shape[-1]
     model = build_model(model_cfg, channels, num_classes, size, generator=generator).to(images.device)
     model.train()
@@ -147,7 +147,7 @@ def train_together(images: Tensor, labels: Tensor, cfg: Evaluation, model_cfg: M
     own generator outside vmap, in the order train_on_synthetic draws them.
     """
     _check_images(images, normalization)
-    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    generators = [torch.Generator(images.device).manual_seed(seed) for seed in seeds]
     channels, size = images.shape[1], images.shape[-1]
     models = [build_model(model_cfg, channels, num_classes, size, generator=g).to(images.device).train()
               for g in generators]
@@ -193,7 +193,7 @@ def _fit(params: list[Tensor], sam_type: type[SAM], generators: list[torch.Gener
                     group["lr"] = cfg.lr * 0.1
             else:
                 optimizer = _sgd(params, cfg, cfg.lr * 0.1)
-        orders = [torch.randperm(len(images), generator=g).to(images.device).split(cfg.batch) for g in generators]
+        orders = [torch.randperm(len(images), generator=g, device=g.device).split(cfg.batch) for g in generators]
         for batches in zip(*orders):
             xs = [_training_batch(images, batch, g, cfg.dsa, normalization) for g, batch in zip(generators, batches)]
             ys = [labels[batch] for batch in batches]
