@@ -9,6 +9,8 @@ measured in the same run. Shapes (channels, size, classes) are a dataset's: `--d
 trial's and a sweep's estimate take its data source's. FLOP counts use the usual rules: a backward pass
 costs twice its forward when it computes weight and input gradients, once when only input gradients are
 needed, and the double backward of L_stat about twice the first backward.
+Whole trials (`trials`) are real run_trial calls on generated data; their progress stamps split each trial's
+recorded seconds into the steady loops, which the component figures time, and what lies outside them.
 """
 
 from __future__ import annotations
@@ -183,6 +185,23 @@ class _Stamps:
 
     def update(self, phase: str, done: int, metrics: dict[str, float]) -> None:
         self.times.append(time.perf_counter())
+
+
+class _PhaseStamps:
+    """The time of every progress update, phase by phase: a trial's distillation, then each evaluation model."""
+
+    def __init__(self) -> None:
+        self.phases: list[list[float]] = []
+
+    def start(self, phase: str, total: int) -> None:
+        self.phases.append([time.perf_counter()])
+
+    def update(self, phase: str, done: int, metrics: dict[str, float]) -> None:
+        self.phases[-1].append(time.perf_counter())
+
+
+def _steps(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
 
 
 def _images(count: int, spec: ImageSpec, generator: torch.Generator) -> torch.Tensor:
@@ -383,13 +402,29 @@ def bench_trials(opts: Options, spec: ImageSpec = DEFAULT_SPEC, iterations: int 
                                   eval={"epochs": epochs, "seeds": 1, "precision": opts.precision,
                                         "train_precision": opts.precision},
                                   data={"source": str(source), "val_per_class": TRIAL_VAL_PER_CLASS})
+                stamps = _PhaseStamps()
                 row = run_trial(cfg, TrialOptions(results=root / "results", teacher=teacher, device=str(opts.device),
-                                                  cache_dir=root / "cache"))[0]
+                                                  cache_dir=root / "cache", reporter=stamps))[0]
+                distilling, models = stamps.phases[0], stamps.phases[1:]
+                iterations_s, epochs_s = _steps(distilling), [step for model in models for step in _steps(model)]
                 figures.append({"method": method, "ipc": ipc, "pipc": pipc_text(pipc), "iterations": iterations,
                                 "epochs": epochs, "ms_per_iteration": 1000 * row["seconds_distill"] / iterations,
-                                "ms_per_epoch": 1000 * row["seconds_evaluate"] / epochs})
+                                "ms_per_epoch": 1000 * row["seconds_evaluate"] / epochs,
+                                "inside": _inside(row, iterations_s, epochs_s, opts.warmup)})
         forget_datasets()
     return figures
+
+
+def _inside(row: dict[str, Any], iterations: list[float], epochs: list[float], warmup: int) -> dict[str, float]:
+    """Where a trial's seconds go, from its progress stamps: the steady per-iteration and per-epoch medians (what
+    the component figures time), the first `warmup` iterations' excess over them, and what lies outside the loops
+    (set-up before the first iteration; each model's construction, and scoring on val and test)."""
+    steady = statistics.median(iterations[warmup:] or iterations)
+    epoch = statistics.median(epochs)
+    return {"ms_per_iteration_steady": 1000 * steady, "ms_per_epoch_steady": 1000 * epoch,
+            "distill_warmup_excess_s": sum(iterations[:warmup]) - steady * len(iterations[:warmup]),
+            "distill_outside_loop_s": row["seconds_distill"] - sum(iterations),
+            "evaluate_outside_epochs_s": row["seconds_evaluate"] - sum(epochs)}
 
 
 def compare_trials(report: dict[str, Any]) -> None:
@@ -403,7 +438,9 @@ def compare_trials(report: dict[str, Any]) -> None:
         epoch = steps * sam[row["ipc"]]
         row["components"] = {"ms_per_iteration": component, "ms_per_epoch": epoch}
         row["trial_over_components"] = {"iteration": row["ms_per_iteration"] / component,
-                                        "epoch": row["ms_per_epoch"] / epoch}
+                                        "epoch": row["ms_per_epoch"] / epoch,
+                                        "steady_iteration": row["inside"]["ms_per_iteration_steady"] / component,
+                                        "steady_epoch": row["inside"]["ms_per_epoch_steady"] / epoch}
 
 
 def run(opts: Options, data: str | None = None, teacher: Path | None = None) -> dict[str, Any]:

@@ -46,9 +46,13 @@ def test_whole_trials_are_timed_from_their_rows_and_set_beside_the_component_fig
     import torch
 
     monkeypatch.setattr(bench, "TRIAL_SETTINGS", [(1, 10)])
-    trials = bench.bench_trials(Options(device=torch.device("cpu"), precision="bf16"), iterations=2, epochs=1)
+    trials = bench.bench_trials(Options(device=torch.device("cpu"), precision="bf16"), iterations=4, epochs=2)
     assert [(row["method"], row["ipc"], row["pipc"]) for row in trials] == [("dm", 1, "10"), ("pdd", 1, "10")]
     assert all(row["ms_per_iteration"] > 0 and row["ms_per_epoch"] > 0 for row in trials)
+    for inside in (row["inside"] for row in trials):
+        assert inside["ms_per_iteration_steady"] > 0 and inside["ms_per_epoch_steady"] > 0
+        assert inside["distill_outside_loop_s"] >= 0, "the loop's stamps lie within the recorded distillation"
+        assert inside["evaluate_outside_epochs_s"] > 0, "scoring on val and test follows the last epoch"
     report = {"trials": trials, "sam_step": [{"ipc": 1, "ms_per_step": 10.0}], "shapes": {"classes": 10},
               "distill": [{"method": "dm", "ipc": 1, "pipc": "10", "ms_per_iteration": 50.0},
                           {"method": "pdd", "ipc": 1, "pipc": "10", "ms_per_iteration": 80.0}]}
@@ -56,6 +60,7 @@ def test_whole_trials_are_timed_from_their_rows_and_set_beside_the_component_fig
     dm = report["trials"][0]
     assert dm["components"] == {"ms_per_iteration": 50.0, "ms_per_epoch": 10.0}  # 10 images: one SAM step an epoch
     assert dm["trial_over_components"]["iteration"] == pytest.approx(dm["ms_per_iteration"] / 50.0)
+    assert dm["trial_over_components"]["steady_epoch"] == pytest.approx(dm["inside"]["ms_per_epoch_steady"] / 10.0)
 
 
 def test_the_benchmark_names_the_cpu_it_ran_on():
