@@ -9,7 +9,7 @@ from report_fixtures import make_row, write_sweep
 from pdd.report.build import build_report
 from pdd.report.judgements import Gain, audit_table, cost, cross_architecture_table, gain_table, no_full_data
 from pdd.report.outcomes import read_sweep_results
-from pdd.results import Stage, write_rows
+from pdd.results import ScoredBy, Stage, write_rows
 from pdd.stats import paired
 
 
@@ -70,6 +70,12 @@ def test_the_cross_architecture_table_shows_each_network_the_chosen_sets_were_ju
     [sweep] = read_sweep_results(directory)
     assert cross_architecture_table(sweep, "networks") is None
     chosen = sweep.result((1, 10), "DM").chosen
+    again = make_row("fixture-a", Stage.CONFIRM, (1, 10), "DM", chosen[0]["alpha"], chosen[0]["gamma"],
+                     chosen[0]["subset_seed"], 20.0) | {"trial_id": chosen[0]["trial_id"], "eval_epochs": 300,
+                                                                 "scored_by": ScoredBy.EVALUATE}
+    write_rows(directory, [again], evaluation="convnet-300")
+    [sweep] = read_sweep_results(directory)
+    assert cross_architecture_table(sweep, "networks") is None, "a ConvNet at other epochs alone is no other network"
     for row in chosen[:2]:
         other = make_row("fixture-a", Stage.CONFIRM, (1, 10), "DM", row["alpha"], row["gamma"], row["subset_seed"],
                          10.0)
@@ -77,7 +83,7 @@ def test_the_cross_architecture_table_shows_each_network_the_chosen_sets_were_ju
         write_rows(directory, [other], evaluation="alexnet")
     [sweep] = read_sweep_results(directory)
     table = cross_architecture_table(sweep, "networks")
-    assert table.headers[3:] == ["ConvNet (main)", "alexnet (300 ep)"]
+    assert table.headers[3:] == ["ConvNet (main)", "alexnet (300 ep)", "convnet (300 ep)"]
     dm = next(row for row in table.rows if (row[0].text, row[1].text, row[2].text) == ("1", "10", "DM"))
     assert dm[3].text == "22.00 ± 0.97"
     # draws 0 and 1 score 10 - 1 and 10 + 0, each over three models shifted by -0.5, 0, +0.5

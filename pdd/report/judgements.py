@@ -143,10 +143,10 @@ def cost_cells(value: Cost | None, ior: Paired | None) -> list[TableCell]:
 
 def cross_architecture_table(sweep: Sweep, table_id: str) -> Table | None:
     """Per cell and method: the chosen sets' test accuracy on every network they were judged on; None without any
-    other network's rows."""
-    networks = sorted({(row["eval_model"], row["eval_epochs"]) for row in sweep.others
-                       if row["eval_model"] != MAIN_MODEL and row["status"] == Status.OK})
-    if not networks:
+    other network's rows. A ConvNet judged again at the other networks' epochs gets its own column, so every
+    network can be compared at one budget."""
+    networks = sorted({(row["eval_model"], row["eval_epochs"]) for row in sweep.others if row["status"] == Status.OK})
+    if all(arch == MAIN_MODEL for arch, _ in networks):
         return None
     headers = ["ipc", "pipc", "method", "ConvNet (main)", *(f"{arch} ({epochs:,} ep)" for arch, epochs in networks)]
     rows = []
