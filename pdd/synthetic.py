@@ -64,12 +64,15 @@ def load_synthetic(path: str | os.PathLike, image_shape: tuple[int, int, int], n
 
 def read_synthetic_file(path: Path) -> tuple[Tensor, Tensor, dict]:
     """(images, labels, meta) of a tensor file as stored, unchecked; meta is {} for a set made elsewhere."""
+    expected = f"cannot read synthetic set {path}: expected a torch file of a dict with 'images' and 'labels'"
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        return payload["images"], payload["labels"], payload.get("meta", {})
     except Exception as error:  # torch raises many types for a foreign or truncated file
-        raise PddError(f"cannot read synthetic set {path}: expected a torch file with 'images' and 'labels' "
-                       f"({type(error).__name__})") from None
+        raise PddError(f"{expected} ({type(error).__name__})") from None
+    if not isinstance(payload, dict) or not {"images", "labels"} <= payload.keys():
+        raise PddError(f"{expected}, found {type(payload).__name__}"
+                       + (f" with keys {', '.join(map(str, payload))}" if isinstance(payload, dict) else ""))
+    return payload["images"], payload["labels"], payload.get("meta", {})
 
 
 def _load_png_folder(path: Path, classes: tuple[str, ...] | None, channels: int,

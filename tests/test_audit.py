@@ -252,6 +252,8 @@ def test_cli_takes_t_prime_from_a_row_file_for_a_set_made_elsewhere(dataset, cif
 @pytest.mark.parametrize("make, fragments", [
     (lambda d, root: root / "missing.pt", ["synthetic set not found", "missing.pt"]),
     (lambda d, root: save_to(root / "small.pt", torch.zeros(2, 3, 16, 16)), ["shape (3, 16, 16)"]),
+    (lambda d, root: torch.save(torch.zeros(2, 3, 32, 32), root / "bare.pt") or root / "bare.pt",
+     ["a dict with 'images' and 'labels'", "found Tensor"]),
     (lambda d, root: trial_set(d, root / "results", "t2", noise(2, 7)), ["no row of trial t2", "--exclude-trial-row"]),
     (lambda d, root: trial_set(d, root, "t3", noise(2, 7), inside=False), ["comes from trial t3", "--results DIR"]),
 ])
