@@ -21,6 +21,7 @@ from pdd.results import ARTIFACTS, Stage, Status, trial_row, write_rows
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SUBSET_SHIFT = {0: -1.0, 1: 0.0, 2: 1.0}
 EVAL_SHIFT = (-0.5, 0.0, 0.5)
+TEACHER_AGREEMENT = {0: 1.0, 1: 1.0, 2: 0.9}  # the share of a set's images the teacher assigns to their own class
 VAL_GAIN = 2.0
 LABEL_METHOD = {"DM": ("dm", "real"), "DSV (noise)": ("dsv", "noise"), "DSV (real)": ("dsv", "real"),
                 "PDD": ("pdd", "noise"), "random": ("random", "real")}
@@ -109,6 +110,7 @@ def make_row(sweep_id: str, stage: Stage, cell: tuple[int, int | None], label: s
     return trial_row(config, trial_id, sweep_id, stage, Status.OK, config.eval.primary,
                      eval_seeds=list(range(eval_seeds)), test_acc=test, val_acc=val, test_mean=sum(test) / len(test),
                      val_mean=sum(val) / len(val), test_std=0.0, val_std=0.0,
+                     teacher_agreement=TEACHER_AGREEMENT[subset_seed] if method in ("dsv", "pdd") else None,
                      synthetic_path=f"results/moved-away/{trial_id}/synthetic.pt", **provenance)
 
 

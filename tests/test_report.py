@@ -238,15 +238,16 @@ def test_chosen_configs_are_picked_on_validation_and_listed_with_their_search(ma
     tables, notes = markdown_report(markdown.read_text())
     configs = {(row["ipc"]["text"], row["pipc"]["text"], row["method"]["text"]): row for row in tables[1][1]}
     shown = {key: [row[name]["text"] for name in ("Optuna trials", "α", "γ", "init", "val acc %",
-                                                  "test over subset seeds")] for key, row in configs.items()}
-    assert shown["1", "50", "PDD"] == ["6", "0.02", "0.003", "noise", "30.00 ± 0.97", "28.00 ± 1.00 (n=3)"]
-    assert shown["1", "50", "DSV (noise)"] == ["6", "0.02", DASH, "noise", "27.50 ± 0.97", "25.50 ± 1.00 (n=3)"], \
-        "a weight the method's loss leaves out is a dash, not its default"
+                                                  "test over subset seeds", "teacher agreement")]
+             for key, row in configs.items()}
+    assert shown["1", "50", "PDD"] == ["6", "0.02", "0.003", "noise", "30.00 ± 0.97", "28.00 ± 1.00 (n=3)", "90.0%"]
+    assert shown["1", "50", "DSV (noise)"] == ["6", "0.02", DASH, "noise", "27.50 ± 0.97", "25.50 ± 1.00 (n=3)",
+                                               "90.0%"], "a weight the method's loss leaves out is a dash"
     assert shown["1", "50", "DM"][1:3] == [DASH, DASH]
-    assert shown["1", "50", "DM"][-1] == "24.00 ± 1.00 (n=3)"  # the decoy (better test, worse val) is not chosen
-    assert shown["1", "10", "PDD"][-1] == "25.50 ± 0.71 (n=2)"
+    assert shown["1", "50", "DM"][-2:] == ["24.00 ± 1.00 (n=3)", DASH], "not the decoy (better test, worse val)"
+    assert shown["1", "10", "PDD"][-2:] == ["25.50 ± 0.71 (n=2)", "100.0%"], "the lowest over the chosen draws"
     unconfirmed = configs["10", "50", "DM"]
-    assert shown["10", "50", "DM"] == ["6", DASH, DASH, DASH, DASH, DASH]
+    assert shown["10", "50", "DM"] == ["6", DASH, DASH, DASH, DASH, DASH, DASH]
     assert notes[unconfirmed["α"]["footnotes"][0]] == "not confirmed yet: 6 search trials, 1 of them failed"
     assert ("1", "all", "DM") not in configs  # no row at all: only the main table shows it
 

@@ -127,7 +127,8 @@ def paired_cells(comparison: Paired) -> list[TableCell]:
 
 def configs_table(sweep: Sweep, footnotes: Footnotes, table_id: str) -> Table:
     """Per cell and method: how many Optuna trials searched, the chosen α, γ and init, and what they scored."""
-    headers = ["ipc", "pipc", "method", "Optuna trials", "α", "γ", "init", "val acc %", "test over subset seeds"]
+    headers = ["ipc", "pipc", "method", "Optuna trials", "α", "γ", "init", "val acc %", "test over subset seeds",
+               "teacher agreement"]
     rows = []
     for cell in sweep.cells:
         for label in sweep.labels:
@@ -137,7 +138,9 @@ def configs_table(sweep: Sweep, footnotes: Footnotes, table_id: str) -> Table:
             rows.append([*cell_heads(cell), TableCell(label, sort=label), count_cell(len(result.search)),
                          *chosen_cells(result, footnotes)])
     caption = ("Hyperparameters chosen on validation accuracy. Test over subset seeds: mean ± std of the test means "
-               "of the chosen config's draws of T' (n draws).")
+               "of the chosen config's draws of T' (n draws). Teacher agreement: the share of a set's images the "
+               "teacher assigns to their own class (primal feasibility), the lowest over the draws; a dash for a "
+               "method without a teacher.")
     return Table(table_id, "Chosen configurations", headers, rows, caption)
 
 
@@ -145,7 +148,7 @@ def chosen_cells(result: CellResult, footnotes: Footnotes) -> list[TableCell]:
     """α, γ, init, validation accuracy and the spread over subset seeds of the chosen config."""
     config = result.config
     if config is None:
-        return [missing(result, footnotes), *(TableCell(DASH) for _ in range(4))]
+        return [missing(result, footnotes), *(TableCell(DASH) for _ in range(5))]
     val_mean, val_std = mean_std(result.val)
     seeds_mean, seeds_std = mean_std(result.subset_means)
     unused = SPECS[config["method"]].unused  # a weight its loss leaves out is no choice: a dash, not its default
@@ -153,7 +156,15 @@ def chosen_cells(result: CellResult, footnotes: Footnotes) -> list[TableCell]:
             TableCell(DASH) if "gamma" in unused else TableCell(f"{config['gamma']:.3g}", sort=config["gamma"]),
             TableCell(DASH) if "init" in unused else TableCell(str(config["init"]), sort=str(config["init"])),
             TableCell(f"{val_mean:.2f} ± {val_std:.2f}", sort=val_mean),
-            TableCell(f"{seeds_mean:.2f} ± {seeds_std:.2f} (n={len(result.subset_means)})", sort=seeds_mean)]
+            TableCell(f"{seeds_mean:.2f} ± {seeds_std:.2f} (n={len(result.subset_means)})", sort=seeds_mean),
+            agreement_cell(result)]
+
+
+def agreement_cell(result: CellResult) -> TableCell:
+    shares = [row["teacher_agreement"] for row in result.chosen if row["teacher_agreement"] is not None]
+    if not shares:
+        return TableCell(DASH)
+    return TableCell(f"{min(shares):.1%}", sort=min(shares))
 
 
 def trials_table(sweep: Sweep, footnotes: Footnotes, table_id: str) -> Table:
