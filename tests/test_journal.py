@@ -218,6 +218,8 @@ def test_the_dashboard_serves_every_study_with_its_trials_only_to_its_token_and_
 
 
 def test_the_dashboard_command_says_in_one_line_what_keeps_it_from_starting(spec, tmp_path, capsys):
+    assert main(["sweep", "dashboard", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"pdd: error: no sweep at {tmp_path} (no _sweep.json)")
     root = Path(prepare(spec, str(tmp_path)))
     assert main(["sweep", "dashboard", str(root)]) == 2
     assert f"no Optuna journal at {root / JOURNAL_FILE}" in capsys.readouterr().err
