@@ -192,6 +192,11 @@ class ModelSpec:
     norms: tuple[str, ...]
     reference: Mapping[str, str]  # norm -> the reference's get_network name of the same network
 
+    @property
+    def title(self) -> str:
+        """How tables name it: the reference's name for the network with its default norm."""
+        return self.reference[self.norms[0]]
+
 
 MODELS: dict[str, ModelSpec] = {
     # "layer" is GroupNorm(1, C), per-channel affine; the reference's ConvNetLN has a per-pixel one, so no twin

@@ -83,13 +83,14 @@ def test_the_cross_architecture_table_shows_each_network_the_chosen_sets_were_ju
         write_rows(directory, [other], evaluation="alexnet")
     [sweep] = read_sweep_results(directory)
     table = cross_architecture_table(sweep, "networks")
-    assert table.headers[3:] == ["ConvNet (main)", "alexnet (300 ep)", "convnet (300 ep)"]
+    assert table.headers[3:] == [f"ConvNet (main, {chosen[0]['eval_epochs']:,} ep)", "ConvNet (300 ep)",
+                                 "AlexNet (300 ep)"], "the registry's order, ConvNet first"
     dm = next(row for row in table.rows if (row[0].text, row[1].text, row[2].text) == ("1", "10", "DM"))
     assert dm[3].text == "22.00 ± 0.97"
     # draws 0 and 1 score 10 - 1 and 10 + 0, each over three models shifted by -0.5, 0, +0.5
-    assert (dm[4].text, dm[4].note) == ("9.50 ± 0.71", "2 of 3 draws")  # sample std: sqrt(2.5 / 5)
+    assert (dm[5].text, dm[5].note) == ("9.50 ± 0.71", "2 of 3 draws")  # sample std: sqrt(2.5 / 5)
     pdd = next(row for row in table.rows if (row[0].text, row[1].text, row[2].text) == ("1", "10", "PDD"))
-    assert pdd[4].text == "—"
+    assert pdd[5].text == "—"
     assert any(t.id.endswith("networks") for t in build_report([directory]).sections[0].tables)
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pdd.evaluate import mean_std
+from pdd.models import MODELS
 from pdd.report.model import Table, TableCell
 from pdd.report.outcomes import MAIN_MODEL, CellResult, Row, Sweep
 from pdd.report.tables import DASH, cell_heads
@@ -145,18 +146,22 @@ def cross_architecture_table(sweep: Sweep, table_id: str) -> Table | None:
     """Per cell and method: the chosen sets' test accuracy on every network they were judged on; None without any
     other network's rows. A ConvNet judged again at the other networks' epochs gets its own column, so every
     network can be compared at one budget."""
-    networks = sorted({(row["eval_model"], row["eval_epochs"]) for row in sweep.others if row["status"] == Status.OK})
+    order = list(MODELS)
+    networks = sorted({(row["eval_model"], row["eval_epochs"]) for row in sweep.others if row["status"] == Status.OK},
+                      key=lambda network: (order.index(network[0]), network[1]))
     if all(arch == MAIN_MODEL for arch, _ in networks):
         return None
-    headers = ["ipc", "pipc", "method", "ConvNet (main)", *(f"{arch} ({epochs:,} ep)" for arch, epochs in networks)]
-    rows = []
+    rows, main_epochs = [], set()
     for cell in sweep.cells:
         for label in sweep.labels:
             result = sweep.result(cell, label)
             if not result.test:
                 continue
+            main_epochs |= {row["eval_epochs"] for row in result.chosen}
             rows.append([*cell_heads(cell), TableCell(label), accuracy(result.test),
                          *(network_cell(sweep, result, arch, epochs) for arch, epochs in networks)])
+    main = f"{MODELS[MAIN_MODEL].title} (main, {', '.join(f'{e:,}' for e in sorted(main_epochs))} ep)"
+    headers = ["ipc", "pipc", "method", main, *(f"{MODELS[arch].title} ({epochs:,} ep)" for arch, epochs in networks)]
     caption = (f"Cross-architecture test accuracy (%), {sweep.protocol} protocol: the main table's chosen sets, each "
                f"judged by fresh networks of another architecture (mean ± std over their models and the draws of T' "
                f"they were judged on, which the cell names when fewer than the main table's).")
@@ -174,7 +179,6 @@ def network_cell(sweep: Sweep, result: CellResult, arch: str, epochs: int) -> Ta
     if draws < len(chosen):
         cell.note = f"{draws} of {len(chosen)} draws"
     return cell
-
 
 
 def audit_table(sweep: Sweep, table_id: str) -> Table | None:
