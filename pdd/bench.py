@@ -60,6 +60,7 @@ class Options:
     iterations: int = 4
     warmup: int = 2
     rounds: int = 3  # distillation figures: passes over all settings, interleaved so drift hits each alike
+    compile: bool = False  # TrialConfig.compile for the distillation figures
 
 
 def median_ms(run: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
@@ -214,7 +215,7 @@ def bench_distill(method: str, ipc: int, pipc: int | None, opts: Options,
     per_class, classes = pipc or POOL_AT_ALL, spec.num_classes
     real = _images(classes * per_class, spec, generator).to(opts.device)
     cfg = TrialConfig(method=method, ipc=ipc, pipc=pipc, init="noise", budget="smoke",
-                      iterations=opts.warmup + opts.iterations, precision=opts.precision)
+                      iterations=opts.warmup + opts.iterations, precision=opts.precision, compile=opts.compile)
     teacher = build_model(cfg.teacher_model, spec.channels, classes, spec.image_size, generator).to(opts.device).eval()
     stamps, timer = _Stamps(), SectionTimer(opts.device)
     problem = Problem(cfg=cfg, real=real, real_labels=torch.arange(classes, device=opts.device).repeat_interleave(

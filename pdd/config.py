@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -192,6 +192,10 @@ class EvalConfig(Strict):
 class TrialConfig(Strict):
     """Everything that determines a trial's result. Its hash identifies the trial."""
 
+    # Fields added after results were stored: hashed only when set away from their default, so that adding one
+    # leaves every stored trial's id as it was.
+    HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("compile",)
+
     method: str = "pdd"
     ipc: int = Field(1, ge=1, description="synthetic images per class")
     pipc: int | None = Field(50, ge=1, description="practically accessible real images per class; None = all")
@@ -221,6 +225,12 @@ class TrialConfig(Strict):
     precision: Literal["fp32", "bf16"] = Field(
         "bf16", description="bf16: every distillation forward (real, synthetic, teacher) under bfloat16 autocast; "
                 "fp32: the plain path")
+    # Inductor fuses the embedder's norm, activation and pooling, which eager runs as separate memory-bound passes.
+    # Its graphs are cached on disk (TORCHINDUCTOR_CACHE_DIR), so a node compiles once and its later trials load
+    # them. The teacher's DKKT terms need a double backward, which torch.compile does not support.
+    compile: bool = Field(
+        False, description="torch.compile DM's random embedder: faster iterations after a compile that a node's "
+                           "later trials load from disk (benchmarks/README.md)")
 
     # seeds: every source of randomness has its own, and all are recorded
     seed: int = Field(0, ge=0, description="distillation: noise init, DSA draws, random embedders")
@@ -376,6 +386,9 @@ def config_hash(config: BaseModel) -> str:
     """Short sha256 of the canonical JSON of a config; the data source is identified by content elsewhere."""
     payload = config.model_dump(mode="json")
     payload.get("data", {}).pop("source", None)
+    for name in getattr(config, "HASHED_WHEN_SET", ()):
+        if payload[name] == type(config).model_fields[name].default:
+            del payload[name]
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

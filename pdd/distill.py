@@ -216,6 +216,10 @@ def _embedder(problem: Problem) -> nn.Module:
     channels, size, _ = problem.image_shape
     net = build_model(problem.cfg.model, channels, problem.num_classes, size).to(problem.device)
     net.requires_grad_(False)
+    if problem.cfg.compile:
+        # Fixed shapes (T' chunks, S's class groups) give a few static graphs; re-initialising the weights in place
+        # each iteration changes their values, not the graphs.
+        net.embed = torch.compile(net.embed, dynamic=False)
     return net.train()  # as the DM reference: a BatchNorm embedder would use batch statistics
 
 

@@ -208,3 +208,18 @@ def test_bf16_distillation_steps_point_where_fp32_ones_do(method):
         steps[precision] = images - distill(problem, SPECS[method].runs[0], images, labels, method).images
     cosine = torch.nn.functional.cosine_similarity(steps["fp32"].flatten(), steps["bf16"].flatten(), dim=0)
     assert steps["fp32"].abs().sum() > 0 and cosine > 0.98
+
+
+def test_a_compiled_embedder_gives_the_eager_dm_step_and_pdd_keeps_its_double_backward(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # not the user's cache
+    problem = tiny_problem(1, method="dm", ipc=6, init="noise", precision="fp32", compile=True)
+    labels = synthetic_labels(3, 6, torch.device("cpu"))
+    images = torch.randn(18, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    compiled_loss, compiled = _dm_step_gradient(problem, images, labels)
+    expected_loss, expected = _dm_step_by_hand(problem, images, labels)
+    assert compiled_loss.item() == pytest.approx(expected_loss.item(), rel=1e-5)
+    torch.testing.assert_close(compiled, expected, rtol=1e-4, atol=1e-6)
+    pdd = tiny_problem(2, compile=True)
+    made = distill(pdd, SPECS["pdd"].runs[0], torch.randn(3, 3, 16, 16), synthetic_labels(3, 1, torch.device("cpu")),
+                   "pdd")
+    assert made.final["loss_stat"] > 0 and all(torch.isfinite(made.images).flatten())

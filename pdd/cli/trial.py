@@ -50,6 +50,9 @@ def trial(
     precision: str | None = typer.Option(
         None, help="bf16: distillation, evaluation training and scoring under bfloat16 autocast; fp32 forces the "
                    "plain path"),
+    compile_embedder: bool = typer.Option(
+        False, "--compile", help="torch.compile DM's embedder: faster iterations once compiled; later trials on "
+                                 "this machine load the compiled graphs from disk"),
     subset_seed: int | None = typer.Option(None, help="seed of the draw of T'"),
     data: str | None = typer.Option(None, help=DATA_HELP),
     teacher: str | None = typer.Option(
@@ -67,11 +70,10 @@ def trial(
     pipc_value = parse_pipc(pipc)
     values = merged(load_config_file(config), method=method, ipc=ipc, alpha=alpha, gamma=gamma, init=init,
                     budget=budget, iterations=iterations, seed=seed, subset_seed=subset_seed, dsv_set=dsv_set,
-                    precision=precision, **{"eval.protocols": protocol or None, "eval.models": eval_model or None,
-                                            "eval.epochs": eval_epochs,
-                                            "eval.seeds": eval_seeds, "eval.batched": eval_batched or None,
-                                            "eval.precision": precision, "eval.train_precision": precision,
-                                            "data.source": data})
+                    precision=precision, compile=compile_embedder or None,
+                    **{"eval.protocols": protocol or None, "eval.models": eval_model or None,
+                       "eval.epochs": eval_epochs, "eval.seeds": eval_seeds, "eval.batched": eval_batched or None,
+                       "eval.precision": precision, "eval.train_precision": precision, "data.source": data})
     if pipc_value != "unset":
         values["pipc"] = pipc_value
     cfg = TrialConfig.model_validate(values)
