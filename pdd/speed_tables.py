@@ -118,6 +118,27 @@ def batched_eval(directory: Path) -> list[str]:
                    "together", "together / one by one, each round", "median"], rows)
 
 
+def compile_cache(directory: Path) -> list[str]:
+    """DM's embedder eager against compiled with Inductor's cache empty and filled (benchmarks/compile_cache.py):
+    ms per steady iteration, the seconds before the steady loop, and what a 1,000-iteration trial gains."""
+    rows = []
+    for name in ("compile-cache-amd-epyc-1-10.json", "compile-cache-amd-epyc-10-50.json"):
+        record = _load(directory, name)
+        by_variant: dict[str, list[dict[str, Any]]] = {}
+        for variant in record["variants"]:
+            by_variant.setdefault(variant["variant"], []).append(variant)
+        eager, cold, warm = by_variant["eager"], by_variant["compiled-cold"][0], by_variant["compiled-warm"][0]
+        rows.append([f"({record['ipc']},{record['pipc']})", " / ".join(_ms(v["ms_per_iteration"]) for v in eager),
+                     _ms(cold["ms_per_iteration"]), _ms(warm["ms_per_iteration"]),
+                     f"**{record['warm_over_eager']:.2f}**",
+                     f"{cold['before_steady_s']:.0f} s / {warm['before_steady_s']:.1f} s / "
+                     + " / ".join(f"{v['before_steady_s']:.1f} s" for v in eager),
+                     f"{record['seconds_saved_per_trial']:.0f} s"])
+    return _table(["(ipc, pipc)", "eager, before / after (ms per iteration)", "compiled, cache empty",
+                   "compiled, cache filled", "filled / eager", "before the steady loop: empty / filled / eager",
+                   "saved over 1,000 iterations"], rows)
+
+
 def _accuracy(side: dict[str, float]) -> str:
     return f"{side['test_mean']:.2f} ± {side['test_std']:.2f}"
 
@@ -127,6 +148,7 @@ TABLES: dict[str, Callable[[Path], list[str]]] = {
     "whole-trials": whole_trials,
     "eval-precision": eval_precision,
     "batched-eval": batched_eval,
+    "compile-cache": compile_cache,
 }
 
 

@@ -23,6 +23,7 @@ def test_the_whole_trial_table_adds_the_phases_and_divides_the_totals():
     assert ("| (1,10), 1,000 epochs | 88.6 + 205.0 = 293.6 s | 49.4 + 99.4 = 148.8 s | 0.51 | 153 s → 1.8 s | "
             "65.1 M → 0.13 M | 18.89 ± 0.23 → 19.00 ± 0.30 |") in text
     assert "| dm / reference | 0.41 | 0.35 | 0.54 | 0.36 |" in text  # 56/138, 231/664, 366/674, 1366/3813
+    assert "| (1,10) | 127 / 122 | 93 | 98 | **0.79** |" in text  # 97.9 / mean(126.7, 122.1)
 
 
 def test_a_changed_json_figure_changes_its_block_and_nothing_else(tmp_path):
