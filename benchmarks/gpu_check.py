@@ -10,7 +10,8 @@ Runs, each section timed and written to OUT_DIR/gpu-check.json as soon as it end
 3. five evaluation models trained one after another and together (eval.batched) at ipc 1, 10 and 50, bf16 and
    fp32 (expected under a minute);
 4. `pdd bench --device cuda` (JSON beside this one);
-5. four dm trials packed on the GPU at once, each capped at a quarter of its memory, against one alone.
+5. four dm trials packed on the GPU at once, each capped at a quarter of its memory, against one alone;
+6. a dm iteration eager and with `compile: true`, at (1,10) and (10,50).
 Sections past the time budget are skipped and say so. Needs pdd's dependencies without Ray or Optuna.
 """
 
@@ -109,6 +110,23 @@ def batched_evaluation(device: str) -> list[dict[str, Any]]:
     return bench_batched(Options(torch.device(device), rounds=3), ipcs=(1, 10, 50), models=5, epochs=30)
 
 
+def compiled_distillation(device: str) -> list[dict[str, Any]]:
+    """ms per dm iteration eager and with compile: true (DM's embedder through torch.compile), at (1,10) and (10,50):
+    on a GPU each DM iteration launches many small kernels, which Inductor fuses."""
+    import torch
+
+    from pdd.bench import Options, bench_distill
+
+    figures = []
+    for ipc, pipc in ((1, 10), (10, 50)):
+        for compile_embedder in (False, True):
+            opts = Options(torch.device(device), precision="bf16", iterations=20, warmup=3, compile=compile_embedder)
+            figure = bench_distill("dm", ipc, pipc, opts)
+            figures.append({"ipc": ipc, "pipc": pipc, "compile": compile_embedder,
+                            "ms_per_iteration": figure["ms_per_iteration"]})
+    return figures
+
+
 def main() -> None:
     out = Path(sys.argv[1]).resolve()
     budget = float(sys.argv[sys.argv.index("--budget-seconds") + 1]) if "--budget-seconds" in sys.argv else 420.0
@@ -137,6 +155,7 @@ def main() -> None:
             [sys.executable, "-m", "pdd", "bench", "--device", device, "--rounds", "1", "--out",
              str(out / "bench-cuda.json")], capture_output=True, text=True, cwd=ROOT).returncode,
         "packed_trials": lambda: packed_trials(data, scratch, device),
+        "compiled_distillation": lambda: compiled_distillation(device),
     }
     for name, section in sections.items():
         if time.perf_counter() - began > budget:
