@@ -76,6 +76,11 @@ class DirStore:
         with atomic_path(self.directory / f"{name}.ckpt") as tmp:
             torch.save(state, tmp)
 
+    def discard(self, name: str | None = None) -> None:
+        """Forget one phase's checkpoint, or every one: a forced rerun starts afresh instead of resuming."""
+        for path in [self.directory / f"{name}.ckpt"] if name else self.directory.glob("*.ckpt"):
+            path.unlink(missing_ok=True)
+
 
 class NullTimer:
     def section(self, name: str) -> AbstractContextManager[None]:

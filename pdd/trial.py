@@ -143,6 +143,9 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> list[dict[str, Any]]:
     if stored and all(row["status"] == Status.OK for row in stored) and not options.force:
         return stored
     artifacts = Path(options.results) / ARTIFACTS / tid
+    store = options.store or DirStore(artifacts / "checkpoints")
+    if options.force and isinstance(store, DirStore):
+        store.discard()  # else the rerun would return the evaluation scores its last run checkpointed
     problem = Problem(
         cfg=cfg,
         real=dataset.normalization.normalize(dataset.train_images[subset].to(device)),
@@ -152,7 +155,7 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> list[dict[str, Any]]:
         teacher=teacher,
         teacher_weight_decay=float(teacher_meta.get("weight_decay", 0.0)),
         reporter=options.reporter,
-        store=options.store or DirStore(artifacts / "checkpoints"),
+        store=store,
         checkpoint_every=options.checkpoint_every,
         checkpoint_seconds=options.checkpoint_seconds,
     )
@@ -224,7 +227,12 @@ def score_on_dataset(images: torch.Tensor, labels: torch.Tensor, evaluation: Eva
     val, test = evaluation_splits(dataset, split.val_idx, evaluation.max_images, data_cfg.split_seed, device)
     return score(images.to(device), labels.to(device), evaluation, eval_model_config(model_cfg, evaluation.arch),
                  dataset.num_classes, val, test, dataset.normalization, reporter or NullReporter(), store,
-                 label=f"evaluate-{evaluation.key}", title=f"evaluate {evaluation.name}")
+                 label=checkpoint_label(evaluation), title=f"evaluate {evaluation.name}")
+
+
+def checkpoint_label(evaluation: Evaluation) -> str:
+    """The name an evaluation's finished models are checkpointed under, beside the trial's distillation."""
+    return f"evaluate-{evaluation.key}"
 
 
 def evaluation_splits(dataset: ImageDataset, val_idx: torch.Tensor, max_images: int | None, seed: int,
@@ -280,6 +288,8 @@ def rescore(saved: SavedTrial, images: torch.Tensor, labels: torch.Tensor, evalu
                        f"{dataset.content_hash[:12]}): pass the trial's --data")
     began = time.perf_counter()
     store = DirStore(saved.results / ARTIFACTS / saved.trial_id / "checkpoints")
+    if force:
+        store.discard(checkpoint_label(evaluation))
     scored = score_on_dataset(images, labels, evaluation, saved.cfg.model, saved.cfg.data, dataset, device,
                               reporter, store)
     row = trial_row(saved.cfg, saved.trial_id, template["sweep_id"], Stage(template["stage"]), Status.OK,

@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+import pdd.evaluate as evaluate_module
 import pdd.trial as trial_module
 from pdd.config import TrialConfig
 from pdd.method_spec import SPECS, needs_teacher
@@ -177,3 +178,16 @@ def test_a_gpu_run_of_a_config_is_another_trial_than_its_cpu_run():
     cfg = TrialConfig(method="dm", data={"source": "fixture"})
     cpu, gpu = (trial_id(cfg, "s", Stage.SEARCH, "d" * 64, None, torch.device(name)) for name in ("cpu", "cuda:1"))
     assert cpu != gpu and gpu == trial_id(cfg, "s", Stage.SEARCH, "d" * 64, None, torch.device("cuda:0"))
+
+
+def test_a_forced_rerun_trains_its_evaluation_models_again_instead_of_returning_their_checkpoint(
+        cifar_slice, tmp_path, monkeypatch):
+    cfg = smoke_config(cifar_slice, method="random", eval={"epochs": 2, "seeds": 2})
+    run_trial(cfg, TrialOptions(results=tmp_path))
+    trained, real_train = [], evaluate_module.train_on_synthetic
+    monkeypatch.setattr(evaluate_module, "train_on_synthetic",
+                        lambda *args, **kwargs: trained.append(1) or real_train(*args, **kwargs))
+    run_trial(cfg, TrialOptions(results=tmp_path))
+    assert trained == [], "a finished trial is returned as stored"
+    run_trial(cfg, TrialOptions(results=tmp_path, force=True))
+    assert len(trained) == 2, "one fresh model per evaluation seed"
