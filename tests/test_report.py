@@ -456,3 +456,17 @@ def test_the_paper_is_looked_up_by_dataset():
     assert paper_value("cifar10", 1, 10, "PDD") == (25.53, 0.45)
     assert paper_value("cifar100", 1, 10, "PDD") is None
     assert paper_value(None, 1, 10, "PDD") is None
+
+
+def test_a_config_confirmed_on_one_draw_shows_no_spread_over_draws(tmp_path):
+    directory = write_sweep(tmp_path / "fixture-a")
+    for path in directory.glob("*.parquet"):
+        [row] = pq.read_table(path, columns=["stage", "method", "pipc", "subset_seed"]).to_pylist()[:1]
+        if (row["stage"], row["method"], row["pipc"]) == ("confirm", "dm", 50) and row["subset_seed"] > 0:
+            path.unlink()
+    [sweep] = read_sweep_results(directory)
+    [report] = build_report([directory]).sections[:1]
+    chosen = next(table for table in report.tables if table.title == "Chosen configurations")
+    dm = next(row for row in chosen.rows if [cell.text for cell in row[:3]] == ["1", "50", "DM"])
+    assert dm[-2].text == "23.00 (n=1)", "draw 0 alone: base 24 shifted by -1, no ± over one draw"
+    assert len(sweep.result((1, 50), "DM").subset_means) == 1

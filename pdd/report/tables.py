@@ -156,7 +156,8 @@ def chosen_cells(result: CellResult, footnotes: Footnotes) -> list[TableCell]:
             TableCell(DASH) if "gamma" in unused else TableCell(f"{config['gamma']:.3g}", sort=config["gamma"]),
             TableCell(DASH) if "init" in unused else TableCell(str(config["init"]), sort=str(config["init"])),
             TableCell(f"{val_mean:.2f} ± {val_std:.2f}", sort=val_mean),
-            TableCell(f"{seeds_mean:.2f} ± {seeds_std:.2f} (n={len(result.subset_means)})", sort=seeds_mean),
+            TableCell(f"{seeds_mean:.2f}" + (f" ± {seeds_std:.2f}" if len(result.subset_means) > 1 else "")
+                      + f" (n={len(result.subset_means)})", sort=seeds_mean),  # one draw has no spread to show
             agreement_cell(result)]
 
 
