@@ -57,6 +57,21 @@ class MemoryStore:
         self.states[name] = copy.deepcopy(state)
 
 
+class MirroredStore:
+    """Saves to every store and loads from the first that holds the name: a sweep trial checkpoints to Tune and to
+    its artifact folder, which `pdd sweep export` carries, so another machine resumes it where it was."""
+
+    def __init__(self, *stores: CheckpointStore) -> None:
+        self.stores = stores
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        return next((state for state in (store.load(name) for store in self.stores) if state is not None), None)
+
+    def save(self, name: str, state: dict[str, Any]) -> None:
+        for store in self.stores:
+            store.save(name, state)
+
+
 class DirStore:
     """One file per name in a directory, written atomically: what a local trial resumes from."""
 

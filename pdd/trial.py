@@ -28,7 +28,7 @@ from pdd.data import ImageDataset, default_cache_dir, load_dataset, practical_su
 from pdd.distill import Problem
 from pdd.errors import DivergedError, PddError, TeacherError
 from pdd.evaluate import Scored, score
-from pdd.hooks import CheckpointStore, DirStore, NullReporter, Reporter
+from pdd.hooks import CheckpointStore, DirStore, MirroredStore, NullReporter, Reporter
 from pdd.method_spec import needs_teacher
 from pdd.methods import MAKE
 from pdd.models import ModelConfig, eval_model_config
@@ -143,9 +143,10 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> list[dict[str, Any]]:
     if stored and all(row["status"] == Status.OK for row in stored) and not options.force:
         return stored
     artifacts = Path(options.results) / ARTIFACTS / tid
-    store = options.store or DirStore(artifacts / "checkpoints")
-    if options.force and isinstance(store, DirStore):
-        store.discard()  # else the rerun would return the evaluation scores its last run checkpointed
+    local = DirStore(artifacts / "checkpoints")
+    if options.force:
+        local.discard()  # else the rerun would return the evaluation scores its last run checkpointed
+    store = local if options.store is None else MirroredStore(options.store, local)
     problem = Problem(
         cfg=cfg,
         real=dataset.normalization.normalize(dataset.train_images[subset].to(device)),
@@ -164,6 +165,7 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> list[dict[str, Any]]:
 
     def finish(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         write_rows(options.results, rows)
+        local.discard()  # a trial with rows is returned as stored: nothing is left to resume
         return rows
 
     def row(status: Status, evaluation: Evaluation, **fields: Any) -> dict[str, Any]:
@@ -298,4 +300,5 @@ def rescore(saved: SavedTrial, images: torch.Tensor, labels: torch.Tensor, evalu
                     seconds_evaluate=time.perf_counter() - began,
                     flops_evaluate=evaluation.seeds * evaluation_flops(saved.cfg, evaluation, dataset.spec))
     write_rows(saved.results, [row], evaluation.key)
+    store.discard(checkpoint_label(evaluation))
     return row

@@ -189,19 +189,22 @@ def test_confirm_trials_go_draw_by_draw_so_an_early_stop_leaves_complete_paired_
     assert confirm == [("confirm", method, seed) for seed in (0, 1, 2) for method in ("random", "dm")]
 
 
-def test_an_export_carries_rows_spec_teacher_journal_and_sets_but_not_tunes_state_or_checkpoints(tmp_path):
+def test_an_export_carries_rows_spec_teacher_journal_sets_and_checkpoints_in_flight_but_not_tunes_state(tmp_path):
     root = tmp_path / "results" / "s"
     files = ["_sweep.json", "_teacher.pt", "_optuna-journal.log", "s_search_dm_1.parquet", "_driver.json",
              "_tune/sweep/experiment_state.json", "_artifacts/t1/synthetic.pt", "_artifacts/t1/audit-pairs.pt",
-             "_artifacts/t1/checkpoints/distill.ckpt", ".s_search_dm_2.parquet.123.tmp",
+             "_artifacts/t2/checkpoints/distill.ckpt", ".s_search_dm_2.parquet.123.tmp",
              "_full_data/0123456789ab-dc-convnet.json"]
     for name in files:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(name.encode())
-    assert export(str(root), tmp_path / "copy") == 7
+    assert export(str(root), tmp_path / "copy") == 8
     assert sorted(str(path.relative_to(tmp_path / "copy")) for path in (tmp_path / "copy").rglob("*")
-                  if path.is_file()) == sorted(files[:4] + files[6:8] + files[10:])
+                  if path.is_file()) == sorted(files[:4] + files[6:9] + files[10:])
     assert (tmp_path / "copy" / "_teacher.pt").read_bytes() == b"_teacher.pt"
+    (root / files[8]).unlink()  # t2 finished, dropping its checkpoint
+    assert export(str(root), tmp_path / "copy") == 7
+    assert not (tmp_path / "copy" / files[8]).exists(), "a finished trial's checkpoint does not linger in the copy"
     with pytest.raises(SweepError, match="no sweep at"):
         export(str(tmp_path / "copy" / "_artifacts"), tmp_path / "elsewhere")
 

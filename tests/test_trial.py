@@ -9,6 +9,7 @@ import torch
 import pdd.evaluate as evaluate_module
 import pdd.trial as trial_module
 from pdd.config import TrialConfig
+from pdd.hooks import DirStore, MemoryStore
 from pdd.method_spec import SPECS, needs_teacher
 from pdd.results import ARTIFACTS, SCHEMA, SCHEMA_VERSION, Stage, Status, read_results, read_rows, trial_row, write_rows
 from pdd.trial import TrialOptions, run_trial
@@ -191,3 +192,27 @@ def test_a_forced_rerun_trains_its_evaluation_models_again_instead_of_returning_
     assert trained == [], "a finished trial is returned as stored"
     run_trial(cfg, TrialOptions(results=tmp_path, force=True))
     assert len(trained) == 2, "one fresh model per evaluation seed"
+
+
+def test_a_sweep_trial_killed_on_one_machine_resumes_on_another_from_its_artifact_checkpoints(cifar_slice, tmp_path,
+                                                                                           monkeypatch):
+    cfg = smoke_config(cifar_slice, method="dm", iterations=6)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trial_module, "score", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, TrialOptions(results=tmp_path, checkpoint_every=2, store=MemoryStore()))  # Tune's store
+    monkeypatch.undo()
+    [mirrored] = (tmp_path / ARTIFACTS).glob("*/checkpoints/dm.ckpt")
+    assert torch.load(mirrored, weights_only=True)["iteration"] == 4
+
+    resumed_from = []
+    real_load = DirStore.load
+    monkeypatch.setattr(DirStore, "load", lambda self, name: resumed_from.append(name) or real_load(self, name))
+    [resumed] = run_trial(cfg, TrialOptions(results=tmp_path, checkpoint_every=2, store=MemoryStore()))  # new Tune
+    monkeypatch.undo()
+    [fresh] = run_trial(cfg, TrialOptions(results=tmp_path / "fresh"))
+    assert "dm" in resumed_from and resumed["test_acc"] == fresh["test_acc"], "the same stream, from iteration 4"
+    assert not list(tmp_path.glob(f"{ARTIFACTS}/*/checkpoints/*.ckpt")), "a trial with rows leaves no checkpoint"

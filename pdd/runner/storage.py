@@ -98,10 +98,11 @@ def load_saved(root: str) -> SweepSpec:
 
 
 # What another machine needs to report on a sweep and to continue it travels: the rows, the spec and teacher they
-# were run with, the journal, each trial's set and audit pairs, and the full-data accuracies recorded beside them.
-# Tune's state holds this machine's paths, the checkpoints only resume a trial that was running here, and the
-# driver record times this machine's run.
-LEFT_BEHIND = (DRIVER_FILE, "checkpoints")
+# were run with, the journal, each trial's set and audit pairs, the checkpoints of trials still in flight (each
+# trial mirrors Tune's into its artifact folder and drops them once its rows are written), and the full-data
+# accuracies recorded beside them. Tune's state holds this machine's paths, and the driver record times this
+# machine's run.
+LEFT_BEHIND = (DRIVER_FILE,)
 
 
 def export(root: str, dest: Path) -> int:
@@ -121,4 +122,7 @@ def export(root: str, dest: Path) -> int:
         with atomic_path(dest / relative) as tmp:
             shutil.copyfile(path, tmp)
         copied += 1
+    for stale in Path(dest).glob(f"{ARTIFACTS}/*/checkpoints/*"):  # its trial has finished since the last export
+        if not (source / stale.relative_to(dest)).exists():
+            stale.unlink()
     return copied
