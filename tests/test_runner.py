@@ -741,3 +741,24 @@ def test_a_sweep_whose_trials_all_fail_ends_with_one_line_saying_where_their_err
               for study in storage.get_all_studies()}
     assert failed == {f"pdd {row['cell']} confirm": [("FAIL", row["trial_id"])] for row in rows}, \
         "a trial Tune gave up on is in the journal at once, under its pdd trial id"
+
+
+def test_sweep_progress_counts_trials_not_their_rows_per_protocol_or_later_evaluations(tmp_path):
+    from pdd.results import ScoredBy, write_rows
+    from pdd.runner.progress import progress
+    from pdd.runner.storage import prepare
+
+    body = "\n".join(line for line in SEARCHED.splitlines() if not line.startswith("  pdd:"))
+    spec = load_sweep(write_sweep(tmp_path / "s.yaml", "s", body.replace("pipc: [10, 50]", "pipc: [10]")))
+    root = prepare(spec, str(tmp_path / "runs"))
+    dm = SweepSearcher(spec).suggest("a")["trial"] | {"eval": {"protocols": ["paper", "dc"]}}
+    cfg = TrialConfig.model_validate(dm)
+    for stage, seed in ((Stage.SEARCH, 0), (Stage.CONFIRM, 0), (Stage.CONFIRM, 1)):
+        tid = f"s_{stage}_dm_{seed}"
+        both = [trial_row(cfg.model_copy(update={"subset_seed": seed}), tid, spec.name, stage, Status.OK, evaluation,
+                          val_mean=30.0) for evaluation in cfg.eval.runs()]
+        write_rows(root, both)
+        later = cfg.eval.runs()[1].model_copy(update={"arch": "alexnet", "epochs": 300})
+        write_rows(root, [trial_row(cfg, tid, spec.name, stage, Status.OK, later, ScoredBy.EVALUATE)], "alexnet")
+    [cell] = [row for row in progress(root) if row.label == "dm"]
+    assert (cell.done, cell.confirmed, cell.failed) == (1, 2, 0), "six rows a trial: one search, two draws"

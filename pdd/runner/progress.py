@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from pdd.config import cell_name
-from pdd.results import Stage, Status, read_results
+from pdd.results import Stage, Status, is_primary, read_results
 from pdd.runner.searcher import METRIC
 from pdd.runner.storage import EXPERIMENT, TUNE_DIR, filesystem, load_saved, rows_dir
 from pdd.sweep import study_key
@@ -38,7 +38,9 @@ def progress(root: str) -> list[CellProgress]:
     table = []
     for label, values, budget in entries:
         cell = cell_name(values["ipc"], values["pipc"])
-        mine = [row for row in rows if study_key(spec.label_of(row), row["cell"]) == study_key(label, cell)]
+        # a trial has a row per protocol and network, and later `pdd evaluate` rows: count its primary one
+        mine = [row for row in rows if study_key(spec.label_of(row), row["cell"]) == study_key(label, cell)
+                and is_primary(row)]
         vals = [row[METRIC] for row in mine if row["stage"] == Stage.SEARCH and row["status"] == Status.OK]
         table.append(CellProgress(
             label, cell, budget, done=len(vals), running=running[study_key(label, cell)],
