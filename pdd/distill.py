@@ -88,6 +88,7 @@ class Distilled:
     lambdas: Tensor | None
     final: dict[str, float]
     history: list[dict[str, float]]
+    carried_seconds: float = 0.0  # what earlier runs spent up to the checkpoint this one resumed from
 
 
 @dataclass
@@ -101,13 +102,15 @@ class LoopState:
     generator: torch.Generator  # embedders, real picks and DSA draws: a resumed run continues the same stream
     iteration: int = 0  # iterations completed
     history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0  # the loop's time up to this state, over every run that reached it
 
     def state_dict(self) -> dict[str, Any]:
         return {item.name: _saved(getattr(self, item.name)) for item in fields(self)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for item in fields(self):
-            setattr(self, item.name, _restored(getattr(self, item.name), state[item.name]))
+            if item.name in state:  # a field newer than the checkpoint keeps its start value
+                setattr(self, item.name, _restored(getattr(self, item.name), state[item.name]))
 
 
 def _saved(value: Any) -> Any:
@@ -154,6 +157,7 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
         state.load_state_dict(saved)
     generator = state.generator
     scale = problem.lambda_scale(len(images))
+    carried, began = state.seconds, time.perf_counter()
 
     embedder = _embedder(problem) if terms.dm else None
     real_by_class = indices_by_class(problem.real_labels, problem.num_classes)
@@ -205,11 +209,12 @@ def distill(problem: Problem, terms: Terms, images: Tensor, labels: Tensor, name
         problem.reporter.update(name, state.iteration, metrics)
         if (state.iteration % problem.checkpoint_every == 0 and state.iteration < cfg.iterations
                 and time.monotonic() - saved_at >= problem.checkpoint_seconds):
+            state.seconds = carried + time.perf_counter() - began
             problem.store.save(name, state.state_dict())
             saved_at = time.monotonic()
 
     final_lambdas = (scale * F.softplus(free_lambdas)).detach() if terms.dkkt else None
-    return Distilled(images.detach(), labels, final_lambdas, metrics, state.history)
+    return Distilled(images.detach(), labels, final_lambdas, metrics, state.history, carried)
 
 
 def _embedder(problem: Problem) -> nn.Module:

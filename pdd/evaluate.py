@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -94,6 +95,7 @@ class Scored:
     seeds: list[int]
     val: list[float]
     test: list[float]
+    carried_seconds: float = 0.0  # what earlier runs spent on the models this one found checkpointed
 
     def summary(self) -> dict[str, float]:
         (val_mean, val_std), (test_mean, test_std) = mean_std(self.val), mean_std(self.test)
@@ -258,12 +260,14 @@ def score(images: Tensor, labels: Tensor, cfg: Evaluation, model_cfg: ModelConfi
     `normalization` as val and test are."""
     keep_freed_memory()
     store = store or MemoryStore()  # a fresh one per call: a shared default would carry seeds across calls
-    scored = store.load(label) or {"seeds": [], "val": [], "test": []}
+    scored = store.load(label) or {"seeds": [], "val": [], "test": [], "seconds": []}
+    carried = sum(scored.get("seconds", []))  # a checkpoint older than the seconds field carries none
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
     per_batch = normalization if images.dtype == torch.uint8 else None
     pending = [k for k, seed in enumerate(seeds) if seed not in scored["seeds"]]
     groups = [pending] if cfg.batched and pending else [[k] for k in pending]
     for group in groups:
+        began = time.perf_counter()
         span = f"{group[0] + 1}" if len(group) == 1 else f"{group[0] + 1}-{group[-1] + 1}"
         phase = f"{title} {span}/{len(seeds)}"
         if cfg.batched:
@@ -273,9 +277,13 @@ def score(images: Tensor, labels: Tensor, cfg: Evaluation, model_cfg: ModelConfi
             models = [train_on_synthetic(images, labels, cfg, model_cfg, num_classes, seeds[group[0]], reporter,
                                          phase, per_batch)]
         for k, model in zip(group, models):
-            scored = {"seeds": scored["seeds"] + [seeds[k]],
-                      "val": scored["val"] + [accuracy(model, *val, normalization, cfg.precision)],
-                      "test": scored["test"] + [accuracy(model, *test, normalization, cfg.precision)]}
+            val_acc = accuracy(model, *val, normalization, cfg.precision)
+            test_acc = accuracy(model, *test, normalization, cfg.precision)
+            finished = time.perf_counter()  # a model trained together with others takes the group's time so far
+            scored = {"seeds": scored["seeds"] + [seeds[k]], "val": scored["val"] + [val_acc],
+                      "test": scored["test"] + [test_acc],
+                      "seconds": scored.get("seconds", []) + [finished - began]}
+            began = finished
             store.save(label, scored)
     order = [scored["seeds"].index(s) for s in seeds]
-    return Scored(seeds, [scored["val"][i] for i in order], [scored["test"][i] for i in order])
+    return Scored(seeds, [scored["val"][i] for i in order], [scored["test"][i] for i in order], carried)

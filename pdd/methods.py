@@ -76,12 +76,14 @@ def make_blend(problem: Problem) -> Distilled:
     if cfg.dsv_set is not None:
         dsv_images, dsv_labels = load_synthetic(cfg.dsv_set, problem.image_shape, problem.normalization)
         dsv_images, dsv_labels = dsv_images.to(problem.device), dsv_labels.to(problem.device)
+        carried = 0.0
     else:
         # Fig. 3 blends DSVs extracted from noise, i.e. without real data.
         dsv = _distill_with(problem, DKKT_ONLY, "blend-dsv", init="noise")
-        dsv_images, dsv_labels = dsv.images, dsv.labels
+        dsv_images, dsv_labels, carried = dsv.images, dsv.labels, dsv.carried_seconds
     dm = _distill_with(problem, DM_ONLY, "blend-dm")
     if not torch.equal(dsv_labels, dm.labels):
         raise PddError(f"the DSV set's labels are not ipc={cfg.ipc} x {problem.num_classes} classes in class order")
-    return Distilled((dsv_images + dm.images) / 2, dm.labels, None, dm.final, dm.history)
+    return Distilled((dsv_images + dm.images) / 2, dm.labels, None, dm.final, dm.history,
+                     carried + dm.carried_seconds)
 

@@ -180,7 +180,7 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> list[dict[str, Any]]:
         seconds = time.perf_counter() - began
         return finish([row(Status.FAILED, evaluation, reason=str(error), seconds_load=seconds_load,
                            seconds_distill=seconds) for evaluation in cfg.eval.runs()])
-    seconds_distill = time.perf_counter() - began
+    seconds_distill = time.perf_counter() - began + distilled.carried_seconds  # a resumed trial's runs, summed
 
     agreement = None if teacher is None else teacher_agreement(teacher, distilled.images, distilled.labels)
     synthetic_path = artifacts / "synthetic.pt"
@@ -206,7 +206,7 @@ def run_trial(cfg: TrialConfig, options: TrialOptions) -> list[dict[str, Any]]:
         scored = score_on_dataset(distilled.images, distilled.labels, evaluation, cfg.model, cfg.data, dataset,
                                   device, options.reporter, problem.store)
         rows.append(row(Status.OK, evaluation, **scored.fields(), **set_fields,
-                        seconds_evaluate=time.perf_counter() - began,
+                        seconds_evaluate=time.perf_counter() - began + scored.carried_seconds,
                         flops_evaluate=evaluation.seeds * evaluation_flops(cfg, evaluation, spec)))
     return finish(rows)
 
@@ -297,7 +297,7 @@ def rescore(saved: SavedTrial, images: torch.Tensor, labels: torch.Tensor, evalu
     row = trial_row(saved.cfg, saved.trial_id, template["sweep_id"], Stage(template["stage"]), Status.OK,
                     evaluation, ScoredBy.EVALUATE, **{name: template[name] for name in SET_COLUMNS},
                     **scored.fields(), git_commit=git_commit(), device=str(device),
-                    seconds_evaluate=time.perf_counter() - began,
+                    seconds_evaluate=time.perf_counter() - began + scored.carried_seconds,
                     flops_evaluate=evaluation.seeds * evaluation_flops(saved.cfg, evaluation, dataset.spec))
     write_rows(saved.results, [row], evaluation.key)
     store.discard(checkpoint_label(evaluation))

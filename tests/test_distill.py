@@ -97,8 +97,17 @@ def test_resuming_from_a_checkpoint_gives_the_same_images_as_an_uninterrupted_ru
     halfway.checkpoint_every = 3
     distill(halfway, Terms(dkkt=True, dm=True), init, labels, "pdd")  # saved at iteration 3
     assert interrupted.store.load("pdd")["iteration"] == 3
+    spent = interrupted.store.load("pdd")["seconds"]
     resumed = distill(interrupted, Terms(dkkt=True, dm=True), init, labels, "pdd")
+    assert spent > 0 and (straight.carried_seconds, resumed.carried_seconds) == (0.0, spent), \
+        "a resumed loop carries the time its first run spent up to the checkpoint"
     torch.testing.assert_close(resumed.images, straight.images, rtol=0, atol=0)
+    older = tiny_problem(7)
+    older.store = MemoryStore()
+    older.store.save("pdd", {k: v for k, v in halfway.store.load("pdd").items() if k != "seconds"})
+    from_older = distill(older, Terms(dkkt=True, dm=True), init, labels, "pdd")  # a checkpoint without the field
+    assert from_older.carried_seconds == 0.0
+    torch.testing.assert_close(from_older.images, straight.images, rtol=0, atol=0)
     torch.testing.assert_close(resumed.lambdas, straight.lambdas, rtol=0, atol=0)
 
 

@@ -75,8 +75,10 @@ def test_score_resumes_from_finished_seeds():
     full = score(images, labels, cfg, ModelConfig(width=4, depth=1), 4, held_out, held_out, CIFAR, store=store)
     assert full.seeds == [0, 1, 2] and len(full.val) == 3
     store.states["evaluate"]["test"][1] = -1.0  # a marker: a resumed run must reuse, not recompute, seed 1
+    store.states["evaluate"]["seconds"] = [2.5, 4.0, 1.5]  # what the first run's three models took, by its clock
     again = score(images, labels, cfg, ModelConfig(width=4, depth=1), 4, held_out, held_out, CIFAR, store=store)
     assert again.test[1] == -1.0 and again.test[0] == full.test[0]
+    assert (full.carried_seconds, again.carried_seconds) == (0.0, 8.0), "the resumed run counts the first one's time"
 
 
 def test_score_never_reuses_another_calls_results(monkeypatch):
