@@ -222,10 +222,11 @@ def dashboard(
     """optuna-dashboard on the sweep's Optuna journal (every study, trials added as they end), read-only, behind a
     token made for this start and printed in its URL; Ctrl-C stops it."""
     from pdd.runner import dashboard as board
-    from pdd.runner.storage import JOURNAL_FILE, load_saved, local_dir
+    from pdd.runner.storage import JOURNAL_FILE, SPEC_FILE, is_uri, local_dir
 
     root = sweep_dir(directory)
-    load_saved(root)  # a directory that is not a sweep says so, before the journal it would lack
+    if not is_uri(root) and not (Path(root) / SPEC_FILE).is_file():  # say so, not that a journal is missing
+        raise PddError(f"no sweep at {root} (no {SPEC_FILE}); start one with `pdd sweep run FILE`")
     journal = local_dir(root) / JOURNAL_FILE
     if not journal.is_file():
         raise PddError(f"no Optuna journal at {journal}: a sweep's driver writes it as trials end, and `pdd sweep "
