@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -237,6 +238,8 @@ def dashboard(
                            f"--allow-remote to listen there anyway")
         console.print(f"warning: listening on {host}: anyone who reaches it can try the token, which travels "
                       f"unencrypted (plain HTTP)", style="yellow", markup=False, soft_wrap=True)
+    # A job started in the background by a shell inherits SIGINT ignored; the dashboard is stopped by it all the same.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     server, url = board.open_dashboard(journal, host, port)
     console.print(f"optuna-dashboard for {root}: {url}", markup=False, soft_wrap=True, highlight=False)
     console.print("the token is new with each start; Ctrl-C stops it", style="dim")
