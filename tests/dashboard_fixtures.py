@@ -67,8 +67,10 @@ def dashboard(directory: Path, port: int, env: dict[str, str] | None = None) -> 
     """`python -m pdd sweep dashboard DIRECTORY --port PORT`, until it prints its URL; killed by PID if it is
     still running when the block ends (a test stops it itself to check that it stops)."""
     log = directory.parent / f"dashboard-{port}.log"
+    # started as a shell starts a background job, with SIGINT ignored: stop() checks that Ctrl-C stops it anyway
     process = subprocess.Popen([sys.executable, "-m", "pdd", "sweep", "dashboard", str(directory), "--port",
-                                str(port)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+                                str(port)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline = time.monotonic() + 120
         while not (found := re.search(r"(http://127\.0\.0\.1:\d+)/\?token=([\w-]+)", log.read_text())):
