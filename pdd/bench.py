@@ -480,5 +480,12 @@ def cpu_name() -> str:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return platform.processor() or "unknown"
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return f"{names[0]} x {len(names)}" if names else platform.processor() or "unknown"
+    fields = [dict(part.split(":", 1) for part in block.splitlines() if ":" in part)
+              for block in "\n".join(lines).split("\n\n") if "model name" in block]
+    if not fields:
+        return platform.processor() or "unknown"
+    first = {key.strip(): value.strip() for key, value in fields[0].items()}
+    # A VM often reports only "AMD EPYC": family and model tell its generation, the flags its bf16 support.
+    bf16 = [flag for flag in first.get("flags", "").split() if flag in ("avx512_bf16", "amx_bf16")]
+    detail = ", ".join([f"family {first.get('cpu family', '?')} model {first.get('model', '?')}", *bf16])
+    return f"{first['model name']} ({detail}) x {len(fields)}"

@@ -22,7 +22,7 @@ from pdd.report import build_report, render_terminal
 from pdd.report.figures import mean_spectrum, radial_profile
 from pdd.report.outcomes import read_sweep_results
 from pdd.report.render import md
-from pdd.results import SCHEMA_VERSION
+from pdd.results import SCHEMA_VERSION, write_rows
 
 DASH = "—"
 SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹"
@@ -470,3 +470,21 @@ def test_a_config_confirmed_on_one_draw_shows_no_spread_over_draws(tmp_path):
     dm = next(row for row in chosen.rows if [cell.text for cell in row[:3]] == ["1", "50", "DM"])
     assert dm[-2].text == "23.00 (n=1)", "draw 0 alone: base 24 shifted by -1, no ± over one draw"
     assert len(sweep.result((1, 50), "DM").subset_means) == 1
+
+
+def test_a_search_scored_under_one_protocol_is_counted_in_every_protocols_section(tmp_path):
+    """A study searches under dc and confirms under paper and dc: the paper section still names its search."""
+    directory = write_sweep(tmp_path / "fixture-a")
+    for path in directory.glob("*.parquet"):
+        rows = pq.read_table(path).to_pylist()
+        if rows[0]["stage"] == "search":
+            write_rows(directory, [row | {"protocol": "dc"} for row in rows])
+    [paper, _] = read_sweep_results(directory)
+    assert paper.protocol == "paper"
+    assert len(paper.result((1, 50), "PDD").search) == 6
+    assert all(row["protocol"] == "paper" for result in paper.results.values() for row in result.rows)
+    [report] = build_report([directory]).sections[:1]
+    chosen = next(table for table in report.tables if table.title == "Chosen configurations")
+    pdd = next(row for row in chosen.rows if [cell.text for cell in row[:3]] == ["1", "50", "PDD"])
+    assert pdd[3].text == "6"
+    assert "scored under the dc protocol" in chosen.caption

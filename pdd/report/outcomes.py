@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,9 @@ class CellResult:
     rows: list[Row]
     stage: Stage        # the stage the chosen config is read from
     chosen: list[Row]   # empty when no ok row of that stage exists
+    # The search stage's rows under whichever protocol scored them: a search under one protocol chose the config
+    # that every protocol's section reports.
+    search: list[Row] = field(default_factory=list)
 
     @property
     def test(self) -> list[float]:
@@ -70,10 +74,6 @@ class CellResult:
     def subset_means(self) -> list[float]:
         """One test mean per chosen row, i.e. per subset seed: how much the draw of T' moves the result."""
         return [row["test_mean"] for row in self.chosen]
-
-    @property
-    def search(self) -> list[Row]:
-        return [row for row in self.rows if row["stage"] == Stage.SEARCH]
 
     @property
     def failed(self) -> list[Row]:
@@ -154,12 +154,13 @@ def read_sweep_results(directory: str | Path) -> list[Sweep]:
     directory = Path(directory)
     every = read_rows_of(directory)
     protocols = sorted({row["protocol"] for row in every}, key=lambda protocol: (protocol != "paper", protocol))
+    searched = grouped_by_cell(row for row in every if is_main(row) and row["stage"] == Stage.SEARCH)
     sweeps = []
     for protocol in protocols:
         rows = [row for row in every if row["protocol"] == protocol]
         main = [row for row in rows if is_main(row)]
         if main:
-            sweeps.append(_sweep(directory, main, protocol, [row for row in rows if not is_main(row)]))
+            sweeps.append(_sweep(directory, main, protocol, [row for row in rows if not is_main(row)], searched))
     if not sweeps:
         raise ResultsError(f"no ConvNet rows scored by trials in {directory}, only other networks' or later ones")
     return sweeps
@@ -177,12 +178,18 @@ def read_rows_of(directory: str | Path) -> list[Row]:
     return rows
 
 
-def _sweep(directory: Path, rows: list[Row], protocol: str, others: list[Row]) -> Sweep:
-    stage = Stage.CONFIRM if any(row["stage"] == Stage.CONFIRM for row in rows) else Stage.TRIAL
+def grouped_by_cell(rows: Iterable[Row]) -> dict[tuple[CellKey, str], list[Row]]:
     grouped: dict[tuple[CellKey, str], list[Row]] = defaultdict(list)
     for row in rows:
         grouped[(row["ipc"], row["pipc"]), method_label(row["method"], row["init"])].append(row)
-    results = {key: CellResult(key[0], key[1], group, stage, choose(group, stage)) for key, group in grouped.items()}
+    return grouped
+
+
+def _sweep(directory: Path, rows: list[Row], protocol: str, others: list[Row],
+           searched: dict[tuple[CellKey, str], list[Row]]) -> Sweep:
+    stage = Stage.CONFIRM if any(row["stage"] == Stage.CONFIRM for row in rows) else Stage.TRIAL
+    results = {key: CellResult(key[0], key[1], group, stage, choose(group, stage), searched.get(key, []))
+               for key, group in grouped_by_cell(rows).items()}
     return Sweep(directory, protocol, rows, stage, results, others)
 
 

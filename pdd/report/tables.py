@@ -137,7 +137,11 @@ def configs_table(sweep: Sweep, footnotes: Footnotes, table_id: str) -> Table:
             result = sweep.results[cell, label]
             rows.append([*cell_heads(cell), TableCell(label, sort=label), count_cell(len(result.search)),
                          *chosen_cells(result, footnotes)])
-    caption = ("Hyperparameters chosen on validation accuracy. Test over subset seeds: mean ± std of the test means "
+    searched_under = sorted({row["protocol"] for result in sweep.results.values() for row in result.search})
+    search_note = (f" Optuna trials: the search stage's, scored under the {' and '.join(searched_under)} protocol"
+                   f"{'s' if len(searched_under) > 1 else ''}." if searched_under else "")
+    caption = ("Hyperparameters chosen on validation accuracy." + search_note +
+               " Test over subset seeds: mean ± std of the test means "
                "of the chosen config's draws of T' (n draws). Teacher agreement: the share of a set's images the "
                "teacher assigns to their own class (primal feasibility), the lowest over the draws; a dash for a "
                "method without a teacher.")
