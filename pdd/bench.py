@@ -384,36 +384,64 @@ def random_teacher(path: Path, dataset: ImageDataset) -> Path:
 
 
 def bench_trials(opts: Options, spec: ImageSpec = DEFAULT_SPEC, iterations: int = 30,
-                 epochs: int = 6) -> list[dict[str, Any]]:
-    """Whole `run_trial` calls on generated data with a random teacher, timed as their rows record them, beside
-    what the component figures predict for the same work (the `components` key of each entry is filled by run)."""
+                 epochs: int = 10) -> list[dict[str, Any]]:
+    """Whole `run_trial` calls on generated data with a random teacher, timed as their rows record them, each beside
+    the component figures for the same step measured just before it, round after round (`opts.rounds`).
+
+    Pairing within a round is what makes the ratio a measurement: identical evaluation work was seen to move by a
+    third between trials a minute apart, which a comparison with the component sections, timed minutes earlier,
+    put down to the trial. Each entry keeps its median round by the trial's steady iteration.
+    """
     from pdd.trial import TrialOptions, cached_dataset, forget_datasets, run_trial
 
-    figures = []
+    rounds: list[list[dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="pdd-bench-") as scratch:
         root = Path(scratch)
         train_per_class = max(pipc for _, pipc in TRIAL_SETTINGS) + TRIAL_VAL_PER_CLASS
         source = generated_image_folder(root / "data", train_per_class, spec)
         dataset = cached_dataset(str(source), root / "cache")
         teacher = random_teacher(root / "teacher.pt", dataset)
-        for ipc, pipc in TRIAL_SETTINGS:
-            for method in TERMS:
-                cfg = TrialConfig(method=method, ipc=ipc, pipc=pipc, init="noise", budget="smoke",
-                                  iterations=iterations, precision=opts.precision,
-                                  eval={"epochs": epochs, "seeds": 1, "precision": opts.precision,
-                                        "train_precision": opts.precision},
-                                  data={"source": str(source), "val_per_class": TRIAL_VAL_PER_CLASS})
-                stamps = _PhaseStamps()
-                row = run_trial(cfg, TrialOptions(results=root / "results", teacher=teacher, device=str(opts.device),
-                                                  cache_dir=root / "cache", reporter=stamps))[0]
-                distilling, models = stamps.phases[0], stamps.phases[1:]
-                iterations_s, epochs_s = _steps(distilling), [step for model in models for step in _steps(model)]
-                figures.append({"method": method, "ipc": ipc, "pipc": pipc_text(pipc), "iterations": iterations,
-                                "epochs": epochs, "ms_per_iteration": 1000 * row["seconds_distill"] / iterations,
-                                "ms_per_epoch": 1000 * row["seconds_evaluate"] / epochs,
-                                "inside": _inside(row, iterations_s, epochs_s, opts.warmup)})
+        for _ in range(opts.rounds):
+            timings = []
+            for ipc, pipc in TRIAL_SETTINGS:
+                for method in TERMS:
+                    cfg = TrialConfig(method=method, ipc=ipc, pipc=pipc, init="noise", budget="smoke",
+                                      iterations=iterations, precision=opts.precision,
+                                      eval={"epochs": epochs, "seeds": 1, "precision": opts.precision,
+                                            "train_precision": opts.precision},
+                                      data={"source": str(source), "val_per_class": TRIAL_VAL_PER_CLASS})
+                    components = {"ms_per_iteration": bench_distill(method, ipc, pipc, opts, spec)["ms_per_iteration"],
+                                  "ms_per_epoch": epoch_steps(ipc, spec)
+                                  * bench_sam_step(ipc, opts, spec)["ms_per_step"]}
+                    stamps = _PhaseStamps()
+                    row = run_trial(cfg, TrialOptions(results=root / "results", teacher=teacher,
+                                                      device=str(opts.device), cache_dir=root / "cache",
+                                                      reporter=stamps, force=True))[0]
+                    distilling, models = stamps.phases[0], stamps.phases[1:]
+                    inside = _inside(row, _steps(distilling), [step for model in models for step in _steps(model)],
+                                     opts.warmup)
+                    whole = {"ms_per_iteration": 1000 * row["seconds_distill"] / iterations,
+                             "ms_per_epoch": 1000 * row["seconds_evaluate"] / epochs}
+                    ratios = {"iteration": whole["ms_per_iteration"] / components["ms_per_iteration"],
+                              "epoch": whole["ms_per_epoch"] / components["ms_per_epoch"],
+                              "steady_iteration": inside["ms_per_iteration_steady"] / components["ms_per_iteration"],
+                              "steady_epoch": inside["ms_per_epoch_steady"] / components["ms_per_epoch"]}
+                    timings.append({"method": method, "ipc": ipc, "pipc": pipc_text(pipc), "iterations": iterations,
+                                    "epochs": epochs, **whole, "inside": inside, "components": components,
+                                    "trial_over_components": ratios})
+            rounds.append(timings)
         forget_datasets()
+    figures = []
+    for by_round in zip(*rounds, strict=True):
+        ordered = sorted(by_round, key=lambda entry: entry["inside"]["ms_per_iteration_steady"])
+        figures.append(ordered[(len(ordered) - 1) // 2] | {"trial_over_components_by_round": [
+            entry["trial_over_components"] for entry in by_round]})
     return figures
+
+
+def epoch_steps(ipc: int, spec: ImageSpec) -> int:
+    """SAM steps in one evaluation epoch: one per batch of the set's ipc x classes images."""
+    return -(-ipc * spec.num_classes // Evaluation(budget="smoke").batch)
 
 
 def _inside(row: dict[str, Any], iterations: list[float], epochs: list[float], warmup: int) -> dict[str, float]:
@@ -426,22 +454,6 @@ def _inside(row: dict[str, Any], iterations: list[float], epochs: list[float], w
             "distill_warmup_excess_s": sum(iterations[:warmup]) - steady * len(iterations[:warmup]),
             "distill_outside_loop_s": row["seconds_distill"] - sum(iterations),
             "evaluate_outside_epochs_s": row["seconds_evaluate"] - sum(epochs)}
-
-
-def compare_trials(report: dict[str, Any]) -> None:
-    """Each whole-trial figure beside the component figure for the same step, and their ratio."""
-    distill = {(row["method"], row["ipc"], row["pipc"]): row["ms_per_iteration"] for row in report["distill"]}
-    sam = {row["ipc"]: row["ms_per_step"] for row in report["sam_step"]}
-    for row in report["trials"]:
-        component = distill[row["method"], row["ipc"], row["pipc"]]
-        # An epoch over ipc x 10 images is one SAM step per batch of 256; the scoring after training is outside.
-        steps = -(-row["ipc"] * report["shapes"]["classes"] // Evaluation(budget="smoke").batch)
-        epoch = steps * sam[row["ipc"]]
-        row["components"] = {"ms_per_iteration": component, "ms_per_epoch": epoch}
-        row["trial_over_components"] = {"iteration": row["ms_per_iteration"] / component,
-                                        "epoch": row["ms_per_epoch"] / epoch,
-                                        "steady_iteration": row["inside"]["ms_per_iteration_steady"] / component,
-                                        "steady_epoch": row["inside"]["ms_per_epoch_steady"] / epoch}
 
 
 def run(opts: Options, data: str | None = None, teacher: Path | None = None) -> dict[str, Any]:
@@ -458,7 +470,6 @@ def run(opts: Options, data: str | None = None, teacher: Path | None = None) -> 
         "test_pass": bench_test_pass(opts, spec),
         "trials": bench_trials(opts, spec),
     }
-    compare_trials(report)
     if data is not None:
         report["startup"] = bench_startup(data, teacher, opts)
     # Last: on the 2-core CPU, the distillation figure timed right after these large matmuls came out about twice

@@ -86,13 +86,15 @@ def print_report(report: dict) -> None:
     test = report["test_pass"]
     console.print(f"test pass: {test['images_per_second']:.0f} images/s "
                   f"({test['fraction_of_ceiling']:.0%} of the {precision} ceiling)")
-    trials = Table("method", "ipc", "pipc", "ms/iter", "component", "ratio", "ms/epoch", "component", "ratio",
-                   title="Whole trials (run_trial on generated data) against the component figures")
+    trials = Table("method", "ipc", "pipc", "ms/iter", "component", "ratio", "steady", "ms/epoch", "component",
+                   "ratio", "steady", title="Whole trials (run_trial on generated data) against the component "
+                   "figures timed beside them; steady: the loops' medians, without set-up, warm-up and scoring")
     for row in report["trials"]:
         parts, ratio = row["components"], row["trial_over_components"]
         trials.add_row(row["method"], str(row["ipc"]), row["pipc"], f"{row['ms_per_iteration']:.0f}",
-                       f"{parts['ms_per_iteration']:.0f}", f"{ratio['iteration']:.2f}", f"{row['ms_per_epoch']:.0f}",
-                       f"{parts['ms_per_epoch']:.0f}", f"{ratio['epoch']:.2f}")
+                       f"{parts['ms_per_iteration']:.0f}", f"{ratio['iteration']:.2f}",
+                       f"{ratio['steady_iteration']:.2f}", f"{row['ms_per_epoch']:.0f}",
+                       f"{parts['ms_per_epoch']:.0f}", f"{ratio['epoch']:.2f}", f"{ratio['steady_epoch']:.2f}")
     console.print(trials)
     if "startup" in report:
         start = report["startup"]
