@@ -2,9 +2,10 @@
 
     pdd bench --tables benchmarks      # rewrite every generated block of benchmarks/README.md
 
-A block is the lines between `<!-- generated: NAME ... -->` and `<!-- end generated -->`; NAME picks its renderer
-in TABLES, and the block takes the indentation of its opening marker (a table inside a list item). Everything
-outside the blocks is left as it is.
+A block is the lines between `<!-- generated: NAME from FILES by ... -->` and `<!-- end generated -->`; NAME picks
+its renderer in TABLES, FILES (names separated by ", " or " and ") are the JSON it reads, in the order it takes
+them, and the block takes the indentation of its opening marker (a table inside a list item). Everything outside
+the blocks is left as it is.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 from pdd.errors import PddError
 from pdd.io import atomic_path
 
-OPEN = re.compile(r"^(?P<indent>\s*)<!-- generated: (?P<name>[\w-]+)\b.*-->\s*$")
+OPEN = re.compile(r"^(?P<indent>\s*)<!-- generated: (?P<name>[\w-]+)\b(?P<rest>.*)-->\s*$")
+FILES = re.compile(r"\bfrom (?P<files>.+?) by\b")
 CLOSE = "<!-- end generated -->"
 
 
@@ -45,10 +47,10 @@ def _bench_row(report: dict[str, Any], method: str, settings: list[str]) -> list
     return [_ms(by_setting[setting]) for setting in settings]
 
 
-def distillation(directory: Path) -> list[str]:
-    """ms per distillation iteration: the reference before pdd, both `pdd bench` reports, the interleaved probe."""
-    probe = _load(directory, "dm-reference-2core.json")
-    bf16, fp32 = _load(directory, "cpu-2core-bf16.json"), _load(directory, "cpu-2core-fp32.json")
+def distillation(directory: Path, files: list[str]) -> list[str]:
+    """ms per distillation iteration: the reference before pdd, both `pdd bench` reports (bf16, fp32), the
+    interleaved probe; FILES in that order."""
+    bf16, fp32, probe = (_load(directory, name) for name in _exactly(files, 3))
     settings, interleaved = probe["settings"], probe["interleaved"]
     rows = [["DM reference, as measured here before pdd (issue 5)", *map(_ms, probe["before_pdd"]["reference"])],
             ["dm, bf16 (default), `pdd bench`", *_bench_row(bf16, "dm", settings)],
@@ -63,9 +65,10 @@ def distillation(directory: Path) -> list[str]:
     return _table(["(ipc, pipc)", *settings], rows)
 
 
-def whole_trials(directory: Path) -> list[str]:
-    """Whole trials before and after: seconds as the rows record them, their ratio, what /usr/bin/time -v saw."""
-    record = _load(directory, "whole-trials-amd-epyc-zen5.json")
+def whole_trials(directory: Path, files: list[str]) -> list[str]:
+    """Whole trials before and after (and after with --compile, where the run has it): seconds as the rows record
+    them, each side's ratio to before, what /usr/bin/time -v saw."""
+    record = _load(directory, _exactly(files, 1)[0])
 
     def seconds(side: dict[str, float]) -> str:
         total = side["seconds_distill"] + side["seconds_evaluate"]
@@ -80,20 +83,26 @@ def whole_trials(directory: Path) -> list[str]:
     def faults(millions: float) -> str:
         return f"{millions:.1f} M" if millions >= 1 else f"{millions:.2f} M"
 
+    sides = [side for side in ("after", "after, compiled") if side in record["trials"][0]]
+    names = {"after": record["after"], "after, compiled": f"{record['after']} --compile"}
     rows = []
     for trial in record["trials"]:
-        before, after = trial["before"], trial["after"]
-        rows.append([trial["trial"], seconds(before), seconds(after), f"{total(after) / total(before):.2f}",
-                     f"{system(before['system_seconds'])} → {system(after['system_seconds'])}",
-                     f"{faults(before['minor_page_faults_millions'])} → {faults(after['minor_page_faults_millions'])}",
-                     f"{_accuracy(before)} → {_accuracy(after)}"])
-    return _table(["trial", f"{record['before']}: distill + evaluate", f"{record['after']}: distill + evaluate",
-                   "ratio", "system time", "minor page faults", "test accuracy (same seeds)"], rows)
+        before, later = trial["before"], [trial[side] for side in sides]
+        everyone = [before, *later]
+        rows.append([trial["trial"], seconds(before), *(seconds(side) for side in later),
+                     *(f"**{total(side) / total(before):.2f}**" for side in later),
+                     " → ".join(system(side["system_seconds"]) for side in everyone),
+                     " → ".join(faults(side["minor_page_faults_millions"]) for side in everyone),
+                     " → ".join(_accuracy(side) for side in everyone)])
+    return _table(["trial", f"{record['before']}: distill + evaluate",
+                   *(f"{names[side]}: distill + evaluate" for side in sides),
+                   *(f"ratio, {names[side]}" for side in sides), "system time", "minor page faults",
+                   "test accuracy (same seeds)"], rows)
 
 
-def eval_precision(directory: Path) -> list[str]:
+def eval_precision(directory: Path, files: list[str]) -> list[str]:
     """The paired fp32/bf16 evaluation-training checks: test accuracy over the same models, and their time."""
-    record = _load(directory, "whole-trials-amd-epyc-zen5.json")
+    record = _load(directory, _exactly(files, 1)[0])
     rows = []
     for check in record["eval_precision"]:
         fp32, bf16 = check["fp32"], check["bf16"]
@@ -103,10 +112,10 @@ def eval_precision(directory: Path) -> list[str]:
     return _table(["set", "epochs", "fp32 test", "bf16 test", "time, fp32 → bf16"], rows)
 
 
-def batched_eval(directory: Path) -> list[str]:
+def batched_eval(directory: Path, files: list[str]) -> list[str]:
     """Evaluation models trained one by one against together (eval.batched), from `bench.bench_batched`: median
     seconds over the rounds, each round's ratio and their median."""
-    record = _load(directory, "batched-eval-cpu.json")
+    record = _load(directory, _exactly(files, 1)[0])
     rows = []
     for row in record["batched"]:
         ratios = [b / a for a, b in zip(row["sequential_seconds_by_round"], row["batched_seconds_by_round"])]
@@ -118,11 +127,11 @@ def batched_eval(directory: Path) -> list[str]:
                    "together", "together / one by one, each round", "median"], rows)
 
 
-def compile_cache(directory: Path) -> list[str]:
+def compile_cache(directory: Path, files: list[str]) -> list[str]:
     """DM's embedder eager against compiled with Inductor's cache empty and filled (benchmarks/compile_cache.py):
     ms per steady iteration, the seconds before the steady loop, and what a 1,000-iteration trial gains."""
     rows = []
-    for name in ("compile-cache-amd-epyc-1-10.json", "compile-cache-amd-epyc-10-50.json"):
+    for name in files:
         record = _load(directory, name)
         by_variant: dict[str, list[dict[str, Any]]] = {}
         for variant in record["variants"]:
@@ -139,11 +148,17 @@ def compile_cache(directory: Path) -> list[str]:
                    "saved over 1,000 iterations"], rows)
 
 
+def _exactly(files: list[str], count: int) -> list[str]:
+    if len(files) != count:
+        raise PddError(f"this table reads {count} JSON file(s), the marker names {len(files)}: {', '.join(files)}")
+    return files
+
+
 def _accuracy(side: dict[str, float]) -> str:
     return f"{side['test_mean']:.2f} ± {side['test_std']:.2f}"
 
 
-TABLES: dict[str, Callable[[Path], list[str]]] = {
+TABLES: dict[str, Callable[[Path, list[str]], list[str]]] = {
     "distillation": distillation,
     "whole-trials": whole_trials,
     "eval-precision": eval_precision,
@@ -169,7 +184,11 @@ def regenerate(text: str, directory: Path) -> str:
         end = next((k for k in range(index, len(lines)) if lines[k].strip() == CLOSE), None)
         if end is None:
             raise PddError(f"line {index}: the generated block '{name}' has no '{CLOSE}'")
-        out += [indent + row for row in TABLES[name](directory)]
+        named = FILES.search(opened["rest"])
+        if named is None:
+            raise PddError(f"line {index}: the generated block '{name}' names no JSON ('from FILE by ...')")
+        files = re.split(r", | and ", named["files"])
+        out += [indent + row for row in TABLES[name](directory, files)]
         index = end
     return "\n".join(out)
 
