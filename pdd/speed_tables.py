@@ -148,6 +148,26 @@ def compile_cache(directory: Path, files: list[str]) -> list[str]:
                    "saved over 1,000 iterations"], rows)
 
 
+def trial_agreement(directory: Path, files: list[str]) -> list[str]:
+    """`pdd bench`'s whole trials against the component figures timed beside them: the median round's ratios, whole
+    and steady (the loops' medians), and where a whole epoch's excess goes (scoring after the last epoch)."""
+    report = _load(directory, _exactly(files, 1)[0])
+    rows = []
+    for row in report["trials"]:
+        ratio, inside, parts = row["trial_over_components"], row["inside"], row["components"]
+        steady_epochs = ", ".join(f"{r['steady_epoch']:.2f}" for r in row["trial_over_components_by_round"])
+        rows.append([row["method"], f"({row['ipc']},{row['pipc']})",
+                     f"{row['ms_per_iteration']:.0f} / {parts['ms_per_iteration']:.0f}",
+                     f"{ratio['iteration']:.2f}", f"**{ratio['steady_iteration']:.2f}**",
+                     f"{row['ms_per_epoch']:.0f} / {parts['ms_per_epoch']:.0f}", f"{ratio['epoch']:.2f}",
+                     f"**{ratio['steady_epoch']:.2f}** ({steady_epochs})",
+                     f"{inside['evaluate_outside_epochs_s']:.2f} s"])
+    first = report["trials"][0]
+    return _table(["method", "(ipc, pipc)", "ms per iteration: trial / component", "ratio", "steady",
+                   f"ms per epoch ({first['epochs']} epochs): trial / component", "ratio",
+                   "steady (each round)", "scoring after the last epoch"], rows)
+
+
 def _exactly(files: list[str], count: int) -> list[str]:
     if len(files) != count:
         raise PddError(f"this table reads {count} JSON file(s), the marker names {len(files)}: {', '.join(files)}")
@@ -164,6 +184,7 @@ TABLES: dict[str, Callable[[Path, list[str]], list[str]]] = {
     "eval-precision": eval_precision,
     "batched-eval": batched_eval,
     "compile-cache": compile_cache,
+    "trial-agreement": trial_agreement,
 }
 
 
