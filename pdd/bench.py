@@ -488,15 +488,14 @@ def run(opts: Options, data: str | None = None, teacher: Path | None = None) -> 
 def cpu_name() -> str:
     """The processor's model name, which every benchmark states (machines differ from session to session)."""
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        blocks = [block for block in Path("/proc/cpuinfo").read_text().split("\n\n") if "model name" in block]
     except OSError:
         return platform.processor() or "unknown"
-    fields = [dict(part.split(":", 1) for part in block.splitlines() if ":" in part)
-              for block in "\n".join(lines).split("\n\n") if "model name" in block]
-    if not fields:
+    if not blocks:
         return platform.processor() or "unknown"
-    first = {key.strip(): value.strip() for key, value in fields[0].items()}
+    first = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in blocks[0].splitlines()
+                                                           if ":" in line)}
     # A VM often reports only "AMD EPYC": family and model tell its generation, the flags its bf16 support.
     bf16 = [flag for flag in first.get("flags", "").split() if flag in ("avx512_bf16", "amx_bf16")]
     detail = ", ".join([f"family {first.get('cpu family', '?')} model {first.get('model', '?')}", *bf16])
-    return f"{first['model name']} ({detail}) x {len(fields)}"
+    return f"{first['model name']} ({detail}) x {len(blocks)}"
