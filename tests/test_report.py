@@ -410,6 +410,19 @@ def test_the_paired_table_pairs_methods_on_the_draws_both_were_scored_on(sweeps)
     assert rows["1", "all", "PDD − random"][2:] == ["+0.00", "[+0.00, +0.00]", "0/3"]  # a tie wins nothing
 
 
+def test_a_later_directory_is_paired_draw_by_draw_against_the_first(sweeps):
+    report = build_report([sweeps[0], sweeps[1]])
+    assert not any(table.id.endswith("paired-base") for table in report.sections[0].tables)
+    against = next(table for table in report.sections[1].tables if table.id.endswith("paired-base"))
+    rows = {(row[0].text, row[1].text, row[2].text): [cell.text for cell in row[3:]] for row in against.rows}
+    # fixture-b is fixture-a shifted by +1 on every draw: the same method gains exactly 1 on each shared draw, and
+    # against the base's DM it keeps the +4 the paired table shows within one directory, plus that 1
+    assert rows["1", "10", "PDD − PDD of fixture-a"] == ["2", "+1.00 (0), +1.00 (1)", "+1.00", "[+1.00, +1.00]",
+                                                         "2/2"]
+    assert rows["1", "10", "PDD − DM of fixture-a"][2:] == ["+5.00", "[+5.00, +5.00]", "2/2"]
+    assert rows["1", "10", "DM − DM of fixture-a"][0] == "3"
+
+
 def test_read_sweep_results_labels_dsv_by_init(sweeps):
     [sweep] = read_sweep_results(sweeps[0])  # one protocol
     assert sweep.labels == ["DM", "DSV (noise)", "DSV (real)", "PDD", "random"]

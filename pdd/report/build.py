@@ -20,6 +20,7 @@ from pdd.report.tables import (
     configs_table,
     main_table,
     no_reference,
+    paired_against_table,
     paired_table,
     paper_reference,
     sweep_reference,
@@ -74,7 +75,7 @@ def build_report(directories: Sequence[str | Path]) -> Report:
                         f"nothing: {base_name(base)} has no {protocol}-protocol rows")
             title = f"Test accuracy (%) with deltas to {base_name(base)}" + \
                 ("" if protocol == "paper" else f", {protocol} protocol")
-            sections.append(section(len(sections), sweep, reference, title, compared, footnotes))
+            sections.append(section(len(sections), sweep, reference, title, compared, footnotes, first))
     title = "pdd report: " + " vs ".join(base_name(sweeps) for sweeps in per_directory)
     return Report(title, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), sections, footnotes)
 
@@ -84,12 +85,15 @@ def base_name(sweeps: dict[str, Sweep]) -> str:
 
 
 def section(index: int, sweep: Sweep, reference: Reference, title: str, compared_with: str,
-            footnotes: Footnotes) -> Section:
+            footnotes: Footnotes, base: Sweep | None = None) -> Section:
+    """base: the first directory's sweep under the same protocol, which a later directory is paired against."""
     tables = [main_table(sweep, reference, footnotes, f"s{index}-main", title),
               configs_table(sweep, footnotes, f"s{index}-configs"),
               trials_table(sweep, footnotes, f"s{index}-trials"),
-              paired_table(sweep, f"s{index}-paired"),
-              gain_table(sweep, recorded_full_data(sweep), f"s{index}-gain")]
+              paired_table(sweep, f"s{index}-paired")]
+    if base is not None:
+        tables.append(paired_against_table(sweep, base, f"s{index}-paired-base"))
+    tables.append(gain_table(sweep, recorded_full_data(sweep), f"s{index}-gain"))
     tables += [table for table in (cross_architecture_table(sweep, f"s{index}-networks"),
                                    audit_table(sweep, f"s{index}-audit")) if table is not None]
     drawn, remarks = figures(sweep, prefix=f"{index}-")

@@ -30,8 +30,9 @@ LABEL_ORDER = tuple(label for spec in SPECS.values() for label in spec.labels)  
 # The network of the main tables, as in the paper's Table 1; rows on other networks go to the cross-architecture table.
 MAIN_MODEL = "convnet"
 
-# The fields that tell one config of a cell and method from another; seeds only repeat a config.
-CONFIG_FIELDS = ("budget", "alpha", "gamma", "init")
+# The fields that tell one config of a cell and method from another; seeds only repeat a config. A set distilled
+# from another teacher is another config, so a teacher ablation's rows never pool with the study's.
+CONFIG_FIELDS = ("budget", "alpha", "gamma", "init", "teacher_hash")
 
 
 def stage_trials(stage: str) -> str:

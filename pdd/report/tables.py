@@ -114,6 +114,28 @@ def paired_table(sweep: Sweep, table_id: str) -> Table:
     return Table(table_id, "Paired over draws of T'", headers, rows, caption)
 
 
+def paired_against_table(sweep: Sweep, base: Sweep, table_id: str) -> Table:
+    """Each method of this directory against each of the base directory's in the same cell, over the draws of T'
+    both were scored on: what an ablation claims (the same draws, one thing changed) and whether it beats another
+    method of the base."""
+    headers = ["ipc", "pipc", "A (this) − B (base)", "draws", "per draw (subset seeds)", "mean", "95% interval",
+               "A wins"]
+    rows = []
+    for cell in sweep.cells:
+        for a in by_test_mean([sweep.result(cell, label) for label in sweep.labels]):
+            for b in by_test_mean([base.result(cell, label) for label in base.labels]):
+                comparison = paired(a.per_draw, b.per_draw)
+                if comparison is not None:
+                    rows.append([*cell_heads(cell), TableCell(f"{a.label} − {b.label} of {base.name}",
+                                                              sort=f"{a.label} {b.label}"),
+                                 *paired_cells(comparison)])
+    caption = (f"Paired differences of test accuracy ({sweep.protocol} protocol) between this directory's configs "
+               f"and {base.directory}'s: for each draw of T' (subset seed) both were scored on, A's test mean minus "
+               f"B's; the interval is the paired t interval of the mean difference (none with one draw). Bold: an "
+               f"interval that excludes 0.")
+    return Table(table_id, f"Paired against {base.name}", headers, rows, caption)
+
+
 def paired_cells(comparison: Paired) -> list[TableCell]:
     per_draw = ", ".join(f"{d:+.2f} ({seed})" for seed, d in zip(comparison.seeds, comparison.differences,
                                                                  strict=True))
